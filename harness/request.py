@@ -1,0 +1,94 @@
+"""Requests as the engine tracks them: the immutable spec from a workload and its mutable state."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"  # arrived, not yet (or no longer, after a recompute preemption) on the GPU
+    RUNNING = "running"  # holds GPU KV blocks
+    SWAPPED = "swapped"  # KV blocks live in the CPU swap pool
+    FINISHED = "finished"
+    REJECTED = "rejected"  # refused at arrival (can never fit); `reason` says why
+    ABORTED = "aborted"  # ended by the run stopping early (interrupt, fault)
+
+    @property
+    def is_done(self) -> bool:
+        return self in (RequestStatus.FINISHED, RequestStatus.REJECTED, RequestStatus.ABORTED)
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One request of a workload: what arrives, when, and how long its answer must be."""
+
+    request_id: str
+    arrival_s: float  # seconds from the start of the run
+    prompt_ids: tuple[int, ...]
+    max_output_tokens: int  # output length is forced to this (EOS is ignored)
+    tenant: str = "default"
+    priority: int = 0  # larger is more important
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+
+@dataclass
+class Request:
+    """A request's state inside the engine. Only the engine mutates it."""
+
+    spec: RequestSpec
+    status: RequestStatus = RequestStatus.WAITING
+    output_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0  # tokens whose K/V are in the cache (GPU or swapped)
+    token_times_s: list[float] = field(default_factory=list)  # one per output token
+    first_scheduled_s: float | None = None
+    finish_s: float | None = None
+    num_preemptions: int = 0
+    num_swaps: int = 0
+    reason: str = ""
+
+    @property
+    def request_id(self) -> str:
+        return self.spec.request_id
+
+    @property
+    def arrival_s(self) -> float:
+        return self.spec.arrival_s
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.spec.prompt_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus generated tokens: what a full recompute would have to process."""
+        return len(self.spec.prompt_ids) + len(self.output_ids)
+
+    @property
+    def max_num_tokens(self) -> int:
+        """The longest this request can grow (prompt + every output token but the last)."""
+        return len(self.spec.prompt_ids) + self.spec.max_output_tokens - 1
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return self.num_tokens - self.num_computed_tokens
+
+    def token_id_at(self, index: int) -> int:
+        n = len(self.spec.prompt_ids)
+        return self.spec.prompt_ids[index] if index < n else self.output_ids[index - n]
+
+    def token_ids(self, start: int, stop: int) -> list[int]:
+        """Token ids of positions [start, stop) over prompt + output."""
+        n = len(self.spec.prompt_ids)
+        if stop <= n:
+            return list(self.spec.prompt_ids[start:stop])
+        if start >= n:
+            return self.output_ids[start - n : stop - n]
+        return list(self.spec.prompt_ids[start:]) + self.output_ids[: stop - n]

@@ -1,0 +1,69 @@
+"""Attention over a paged KV cache: varlen extend (chunked prefill) and single-token decode."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _gather_context(
+    cache: torch.Tensor, block_table: torch.Tensor, seq_len: int
+) -> torch.Tensor:
+    """The first `seq_len` tokens of one sequence's paged cache: [seq_len, num_kv_heads, head_dim]."""
+    block_size = cache.shape[1]
+    num_blocks = -(-seq_len // block_size)
+    blocks = cache[block_table[:num_blocks].long()]  # [num_blocks, block_size, num_kv_heads, head_dim]
+    return blocks.reshape(-1, *cache.shape[2:])[:seq_len]
+
+
+def paged_extend_attention_ref(
+    query: torch.Tensor,  # [num_tokens, num_heads, head_dim], sequences concatenated
+    k_cache: torch.Tensor,  # [num_blocks, block_size, num_kv_heads, head_dim]
+    v_cache: torch.Tensor,  # [num_blocks, block_size, num_kv_heads, head_dim]
+    block_tables: torch.Tensor,  # [num_seqs, max_num_blocks] int
+    query_start_loc: torch.Tensor,  # [num_seqs + 1] int, cumulative query lengths
+    seq_lens: torch.Tensor,  # [num_seqs] int, context length incl. this step's tokens
+    scale: float,
+) -> torch.Tensor:
+    """Reference: each sequence's query chunk attends causally to its whole paged context.
+
+    A sequence's `q_len` query tokens are its last `q_len` positions (`seq_len - q_len ..
+    seq_len - 1`); their K/V must already be in the cache. Computed in float32.
+    Returns [num_tokens, num_heads, head_dim] in the query's dtype.
+    """
+    num_heads = query.shape[1]
+    num_kv_heads = k_cache.shape[2]
+    group = num_heads // num_kv_heads
+    out = torch.empty_like(query)
+    starts = query_start_loc.tolist()
+    lens = seq_lens.tolist()
+    for i, seq_len in enumerate(lens):
+        q = query[starts[i] : starts[i + 1]].float()  # [q_len, num_heads, head_dim]
+        q_len = q.shape[0]
+        if q_len == 0:
+            continue
+        k = _gather_context(k_cache, block_tables[i], seq_len).float()
+        v = _gather_context(v_cache, block_tables[i], seq_len).float()
+        k = k.repeat_interleave(group, dim=1)  # [seq_len, num_heads, head_dim]
+        v = v.repeat_interleave(group, dim=1)
+        scores = torch.einsum("qhd,khd->hqk", q, k) * scale  # [num_heads, q_len, seq_len]
+        q_pos = torch.arange(seq_len - q_len, seq_len).unsqueeze(1)
+        k_pos = torch.arange(seq_len).unsqueeze(0)
+        scores.masked_fill_(k_pos > q_pos, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        out[starts[i] : starts[i + 1]] = torch.einsum("hqk,khd->qhd", probs, v).to(query.dtype)
+    return out
+
+
+def paged_decode_attention_ref(
+    query: torch.Tensor,  # [num_seqs, num_heads, head_dim], one token per sequence
+    k_cache: torch.Tensor,  # [num_blocks, block_size, num_kv_heads, head_dim]
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,  # [num_seqs, max_num_blocks] int
+    seq_lens: torch.Tensor,  # [num_seqs] int, context length incl. the query token
+    scale: float,
+) -> torch.Tensor:
+    """Reference: one query token per sequence against its paged context (extend with q_len 1)."""
+    query_start_loc = torch.arange(query.shape[0] + 1, dtype=torch.int32)
+    return paged_extend_attention_ref(
+        query, k_cache, v_cache, block_tables, query_start_loc, seq_lens.cpu(), scale
+    )
