@@ -38,7 +38,9 @@ class BlockPool:
 
     def allocate(self, n: int) -> list[int]:
         if n > len(self._free):
-            raise OutOfBlocksError(f"{self.name} pool: asked for {n} blocks, {len(self._free)} free")
+            raise OutOfBlocksError(
+                f"{self.name} pool: asked for {n} blocks, {len(self._free)} free"
+            )
         block_ids = [self._free.popleft() for _ in range(n)]
         for b in block_ids:
             self._is_free[b] = False

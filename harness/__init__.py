@@ -1,0 +1,1 @@
+"""The serving-scheduler research harness: engine, run, metrics, results."""

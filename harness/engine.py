@@ -1,0 +1,348 @@
+"""The iteration loop: view -> policy -> validate & apply -> execute -> update -> record.
+
+The engine owns the requests, the KV bookkeeping and the clock; it never decides (the policy
+does) and never touches tensors (the executor does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.executors.base import Batch, Executor
+from harness.kv_cache import KVCacheManager
+from harness.request import Request, RequestSpec, RequestStatus
+from policies.base import Decision, Policy, Preemption, RequestView, SchedulerView
+
+
+class DecisionError(RuntimeError):
+    """A policy's decision broke a bound (token budget, max_num_seqs, KV blocks, a state rule)."""
+
+
+class StallError(RuntimeError):
+    """The policy scheduled nothing while work remains and nothing else can change the state."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    max_model_len: int
+
+
+@dataclass
+class _Applied:
+    """What `_apply` did, for the batch and the step record."""
+
+    scheduled: list[tuple[Request, int]]
+    num_preempted: int = 0
+    num_swapped_out_blocks: int = 0
+    num_swapped_in_blocks: int = 0
+    swap_time_s: float = 0.0
+
+
+class Engine:
+    """Runs one policy over one executor; `step()` is one iteration."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        executor: Executor,
+        kv: KVCacheManager,
+        limits: Limits,
+        clock,
+        recorder,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> None:
+        self.policy, self.executor, self.kv = policy, executor, kv
+        self.limits, self.clock, self.recorder = limits, clock, recorder
+        self.temperature, self.top_p = temperature, top_p
+        self.requests: dict[str, Request] = {}
+        # Insertion-ordered dicts used as queues: O(1) removal from the middle.
+        self.waiting: dict[str, Request] = {}
+        self.running: dict[str, Request] = {}
+        self.swapped: dict[str, Request] = {}
+        self.num_steps = 0
+        self.num_done = 0  # finished + rejected + aborted
+
+    # -- arrivals ------------------------------------------------------------------------
+    def add_request(self, spec: RequestSpec) -> Request:
+        """Queue a request, or reject it at once if it can never be served."""
+        if spec.request_id in self.requests:
+            raise ValueError(f"duplicate request id {spec.request_id!r}")
+        request = Request(spec)
+        self.requests[spec.request_id] = request
+        reason = self._rejection_reason(request)
+        if reason:
+            request.status, request.reason = RequestStatus.REJECTED, reason
+            request.finish_s = self.clock.now()
+            self.num_done += 1
+        else:
+            self.waiting[spec.request_id] = request
+        return request
+
+    def _rejection_reason(self, r: Request) -> str:
+        lim = self.limits
+        total = r.num_prompt_tokens + r.spec.max_output_tokens
+        if r.num_prompt_tokens < 1 or r.spec.max_output_tokens < 1:
+            return "empty prompt or max_output_tokens < 1"
+        if total > lim.max_model_len:
+            return f"prompt + max output = {total} tokens > max_model_len={lim.max_model_len}"
+        need = self.kv.num_blocks_for(r.max_num_tokens)
+        if need > self.kv.gpu.num_blocks:
+            return f"needs {need} KV blocks, the cache has {self.kv.gpu.num_blocks} in all"
+        if not self.policy.chunks_prefills and r.max_num_tokens > lim.max_num_batched_tokens:
+            return (
+                f"{r.max_num_tokens} tokens to (re)compute in one step > "
+                f"max_num_batched_tokens={lim.max_num_batched_tokens} ({self.policy.name} "
+                "does not split prompts)"
+            )
+        return ""
+
+    @property
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running or self.swapped)
+
+    # -- one iteration -------------------------------------------------------------------
+    def step(self) -> bool:
+        """Run one iteration. Returns False if the policy did nothing (no tokens, no swaps)."""
+        start_s = self.clock.now()
+        decision = self.policy.schedule(self._view(start_s))
+        applied = self._apply(decision)
+        if not applied.scheduled:
+            return applied.num_preempted > 0 or applied.num_swapped_in_blocks > 0
+        batch = self._prepare(applied.scheduled, decision.num_padding_tokens)
+        num_decode = sum(
+            1
+            for r, n in applied.scheduled
+            if n == 1 and r.num_output_tokens and r.num_uncomputed_tokens == 1
+        )
+        host_done_s = self.clock.now()
+        sampled = self.executor.execute(batch)
+        end_s = self.clock.now()
+        self._update(applied.scheduled, sampled, end_s)
+        self._record(start_s, host_done_s, end_s, applied, num_decode, decision.num_padding_tokens)
+        self.num_steps += 1
+        return True
+
+    def _view(self, now_s: float) -> SchedulerView:
+        def snap(r: Request) -> RequestView:
+            table = self.kv.cpu_block_tables if r.status is RequestStatus.SWAPPED else None
+            table = table if table is not None else self.kv.block_tables
+            return RequestView(
+                r.request_id, r.arrival_s, r.spec.priority, r.num_prompt_tokens, r.num_tokens,
+                r.num_computed_tokens, r.num_output_tokens, r.spec.max_output_tokens,
+                len(table.get(r.request_id, ())), r.num_preemptions,
+            )  # fmt: skip
+
+        return SchedulerView(
+            now_s=now_s,
+            waiting=tuple(map(snap, self.waiting.values())),
+            running=tuple(map(snap, self.running.values())),
+            swapped=tuple(map(snap, self.swapped.values())),
+            num_free_blocks=self.kv.gpu.num_free_blocks,
+            num_total_blocks=self.kv.gpu.num_blocks,
+            num_free_cpu_blocks=self.kv.cpu.num_free_blocks,
+            watermark_blocks=self.kv.watermark_blocks,
+            block_size=self.kv.block_size,
+            max_num_batched_tokens=self.limits.max_num_batched_tokens,
+            max_num_seqs=self.limits.max_num_seqs,
+        )
+
+    # -- validate and apply --------------------------------------------------------------
+    def _fail(self, bound: str, detail: str) -> DecisionError:
+        return DecisionError(
+            f"policy {self.policy.name} broke {bound} at step {self.num_steps}: {detail}"
+        )
+
+    def _validate(self, d: Decision) -> None:
+        """Raise DecisionError unless `d` can be applied as a whole; mutates nothing."""
+        for rid in d.preempt:
+            if rid not in self.running or rid in d.num_scheduled_tokens:
+                raise self._fail("preemption", f"{rid!r} is not an unscheduled running request")
+        for rid in d.swap_in:
+            if rid not in self.swapped:
+                raise self._fail("swap_in", f"{rid!r} is not swapped")
+        total = sum(d.num_scheduled_tokens.values()) + d.num_padding_tokens
+        if total > self.limits.max_num_batched_tokens:
+            raise self._fail(
+                "budget.max_num_batched_tokens",
+                f"{total} tokens > {self.limits.max_num_batched_tokens}",
+            )
+        admitted = 0
+        need_blocks = sum(len(self.kv.cpu_block_tables[rid]) for rid in d.swap_in)
+        for rid, n in d.num_scheduled_tokens.items():
+            r = self.requests.get(rid)
+            live = r is not None and (
+                r.status in (RequestStatus.WAITING, RequestStatus.RUNNING) or rid in d.swap_in
+            )
+            if not live:
+                raise self._fail("request state", f"{rid!r} cannot be scheduled (not live)")
+            if not 1 <= n <= r.num_uncomputed_tokens:
+                raise self._fail(
+                    "token count",
+                    f"{rid!r} given {n} tokens, has {r.num_uncomputed_tokens} to compute",
+                )
+            admitted += r.status is RequestStatus.WAITING
+            have = len(self.kv.cpu_block_tables.get(rid, self.kv.block_tables.get(rid, ())))
+            need_blocks += max(0, self.kv.num_blocks_for(r.num_computed_tokens + n) - have)
+        num_seqs = len(self.running) - len(d.preempt) + len(d.swap_in) + admitted
+        if num_seqs > self.limits.max_num_seqs:
+            raise self._fail(
+                "budget.max_num_seqs", f"{num_seqs} running > {self.limits.max_num_seqs}"
+            )
+        freed = sum(len(self.kv.block_tables.get(rid, ())) for rid in d.preempt)
+        if need_blocks > self.kv.gpu.num_free_blocks + freed:
+            raise self._fail(
+                "KV blocks",
+                f"needs {need_blocks} GPU blocks, {self.kv.gpu.num_free_blocks} free + {freed} freed",
+            )
+        swap_blocks = sum(
+            len(self.kv.block_tables.get(rid, ()))
+            for rid, kind in d.preempt.items()
+            if kind is Preemption.SWAP
+        )
+        if swap_blocks > self.kv.cpu.num_free_blocks:
+            raise self._fail(
+                "CPU swap blocks", f"needs {swap_blocks}, {self.kv.cpu.num_free_blocks} free"
+            )
+
+    def _apply(self, d: Decision) -> _Applied:
+        self._validate(d)
+        applied = _Applied(scheduled=[])
+        self._preempt(d.preempt, applied)
+        if d.swap_in:
+            t0 = self.clock.now()
+            pairs = []
+            for rid in d.swap_in:
+                pairs += self.kv.swap_in(rid)
+                r = self.swapped.pop(rid)
+                r.status = RequestStatus.RUNNING
+                self.running[rid] = r
+            self.executor.swap_in(pairs)
+            applied.num_swapped_in_blocks = len(pairs)
+            applied.swap_time_s += self.clock.now() - t0
+        for rid, n in d.num_scheduled_tokens.items():
+            r = self.requests[rid]
+            self.kv.allocate(rid, r.num_computed_tokens + n)
+            if r.status is RequestStatus.WAITING:
+                del self.waiting[rid]
+                r.status = RequestStatus.RUNNING
+                self.running[rid] = r
+            if r.first_scheduled_s is None:
+                r.first_scheduled_s = self.clock.now()
+            applied.scheduled.append((r, n))
+        return applied
+
+    def _preempt(self, preempt: dict[str, Preemption], applied: _Applied) -> None:
+        recomputed: list[Request] = []
+        swap_pairs: list[tuple[int, int]] = []
+        for rid, kind in preempt.items():
+            r = self.running.pop(rid)
+            r.num_preemptions += 1
+            if kind is Preemption.SWAP:
+                swap_pairs += self.kv.swap_out(rid)
+                r.status, r.num_swaps = RequestStatus.SWAPPED, r.num_swaps + 1
+                self.swapped[rid] = r
+            else:
+                self.kv.free(rid)
+                r.status, r.num_computed_tokens = RequestStatus.WAITING, 0
+                recomputed.append(r)
+        if swap_pairs:
+            t0 = self.clock.now()
+            self.executor.swap_out(swap_pairs)
+            applied.swap_time_s += self.clock.now() - t0
+        # Recompute victims go back to the front of the queue, oldest first.
+        recomputed.sort(key=lambda r: r.arrival_s)
+        self.waiting = {**{r.request_id: r for r in recomputed}, **self.waiting}
+        applied.num_preempted = len(preempt)
+        applied.num_swapped_out_blocks = len(swap_pairs)
+
+    # -- batch, update, record -----------------------------------------------------------
+    def _prepare(self, scheduled: list[tuple[Request, int]], num_padding_tokens: int) -> Batch:
+        """Flatten the scheduled chunks into one varlen batch (no padding between sequences)."""
+        bs = self.kv.block_size
+        lens = np.array([n for _, n in scheduled], dtype=np.int64)
+        query_start_loc = np.zeros(len(scheduled) + 1, dtype=np.int32)
+        np.cumsum(lens, out=query_start_loc[1:])
+        num_tokens = int(query_start_loc[-1])
+        input_ids = np.empty(num_tokens, dtype=np.int64)
+        positions = np.empty(num_tokens, dtype=np.int64)
+        slot_mapping = np.empty(num_tokens, dtype=np.int64)
+        seq_lens = np.empty(len(scheduled), dtype=np.int32)
+        tables = [self.kv.block_tables[r.request_id] for r, _ in scheduled]
+        block_tables = np.zeros((len(scheduled), max(map(len, tables))), dtype=np.int32)
+        logits_indices = []
+        for i, (r, n) in enumerate(scheduled):
+            a, b, start = query_start_loc[i], query_start_loc[i + 1], r.num_computed_tokens
+            input_ids[a:b] = r.token_ids(start, start + n)
+            pos = np.arange(start, start + n)
+            table = np.asarray(tables[i], dtype=np.int64)
+            positions[a:b] = pos
+            slot_mapping[a:b] = table[pos // bs] * bs + pos % bs
+            block_tables[i, : len(table)] = table
+            seq_lens[i] = start + n
+            if start + n == r.num_tokens:  # the chunk reaches the end: sample the next token
+                logits_indices.append(b - 1)
+        return Batch(
+            input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
+            query_start_loc=query_start_loc, seq_lens=seq_lens, block_tables=block_tables,
+            logits_indices=np.asarray(logits_indices, dtype=np.int64),
+            max_query_len=int(lens.max()), max_seq_len=int(seq_lens.max()),
+            num_padding_tokens=num_padding_tokens,
+            temperature=self.temperature, top_p=self.top_p,
+        )  # fmt: skip
+
+    def _update(self, scheduled: list[tuple[Request, int]], sampled: np.ndarray, end_s: float):
+        """Advance computed counts, append sampled tokens with their time, finish requests."""
+        k = 0
+        for r, n in scheduled:
+            r.num_computed_tokens += n
+            if r.num_computed_tokens < r.num_tokens:
+                continue  # a prefill chunk that does not reach the end samples nothing
+            r.output_ids.append(int(sampled[k]))
+            r.token_times_s.append(end_s)
+            k += 1
+            if r.num_output_tokens >= r.spec.max_output_tokens:
+                self._finish(r, end_s)
+
+    def _finish(self, r: Request, end_s: float) -> None:
+        self.kv.free(r.request_id)
+        self.running.pop(r.request_id, None)
+        r.status, r.finish_s = RequestStatus.FINISHED, end_s
+        self.num_done += 1
+
+    def _record(
+        self, start_s, host_done_s, end_s, applied: _Applied, num_decode, num_padding_tokens
+    ):
+        num_tokens = sum(n for _, n in applied.scheduled)
+        self.recorder.on_step(
+            step=self.num_steps,
+            start_s=start_s,
+            duration_s=end_s - start_s,
+            host_time_s=host_done_s - start_s,
+            num_prefill_tokens=num_tokens - num_decode,
+            num_decode_tokens=num_decode,
+            num_padding_tokens=num_padding_tokens,
+            num_scheduled_seqs=len(applied.scheduled),
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            num_swapped=len(self.swapped),
+            num_kv_blocks_used=self.kv.gpu.num_used_blocks,
+            num_preempted=applied.num_preempted,
+            num_swapped_out_blocks=applied.num_swapped_out_blocks,
+            num_swapped_in_blocks=applied.num_swapped_in_blocks,
+            swap_time_s=applied.swap_time_s,
+        )
+
+    def abort_unfinished(self, reason: str) -> None:
+        """Mark every request not yet done as aborted (the run is stopping early)."""
+        now = self.clock.now()
+        for queue in (self.waiting, self.running, self.swapped):
+            for r in queue.values():
+                r.status, r.reason, r.finish_s = RequestStatus.ABORTED, reason, now
+                self.num_done += 1
+                self.kv.free(r.request_id)
+            queue.clear()

@@ -1,0 +1,138 @@
+"""Per-request and per-step records, and the summary computed from them (vLLM's definitions).
+
+Everything in `summary.json` is a function of `requests.parquet` and `steps.parquet`, so a
+report can recompute or extend it from the files alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from harness.request import Request, RequestStatus
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+LATENCIES = ("ttft_s", "tpot_s", "itl_s", "e2e_s", "queue_wait_s")
+
+
+class Recorder:
+    """Collects one row per step; the engine calls `on_step` after every iteration."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict] = []
+
+    def on_step(self, **row) -> None:
+        self.steps.append(row)
+
+    def steps_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.steps)
+
+
+def requests_frame(requests: Iterable[Request]) -> pd.DataFrame:
+    """One row per request, with its latencies (NaN where undefined) and token times."""
+    rows = []
+    for r in requests:
+        times = r.token_times_s
+        ttft = times[0] - r.arrival_s if times else math.nan
+        e2e = times[-1] - r.arrival_s if times else math.nan
+        tpot = (e2e - ttft) / (len(times) - 1) if len(times) > 1 else math.nan
+        first_sched = r.first_scheduled_s if r.first_scheduled_s is not None else math.nan
+        rows.append(
+            {
+                "request_id": r.request_id,
+                "arrival_s": r.arrival_s,
+                "tenant": r.spec.tenant,
+                "priority": r.spec.priority,
+                "prompt_tokens": r.num_prompt_tokens,
+                "output_tokens": r.num_output_tokens,
+                "max_output_tokens": r.spec.max_output_tokens,
+                "status": r.status.value,
+                "reason": r.reason,
+                "first_scheduled_s": first_sched,
+                "first_token_s": times[0] if times else math.nan,
+                "finish_s": r.finish_s if r.finish_s is not None else math.nan,
+                "ttft_s": ttft,
+                "tpot_s": tpot,
+                "e2e_s": e2e,
+                "queue_wait_s": first_sched - r.arrival_s,
+                "num_preemptions": r.num_preemptions,
+                "num_swaps": r.num_swaps,
+                "token_times_s": list(times),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def latency_stats(values: np.ndarray) -> dict[str, float | None]:
+    """Mean and P50-P99.9 of the finite values; None where there are none."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {"mean": None, **{k: None for k in PERCENTILES}}
+    pct = np.percentile(values, list(PERCENTILES.values()))
+    return {"mean": float(values.mean()), **{k: float(v) for k, v in zip(PERCENTILES, pct)}}
+
+
+def inter_token_latencies(requests_df: pd.DataFrame) -> np.ndarray:
+    """Every gap between consecutive output tokens, pooled over all requests."""
+    gaps = [np.diff(np.asarray(t, dtype=np.float64)) for t in requests_df["token_times_s"]]
+    gaps = [g for g in gaps if g.size]
+    return np.concatenate(gaps) if gaps else np.empty(0)
+
+
+def meets_slo(df: pd.DataFrame, ttft_s: float | None, tpot_s: float | None, e2e_s: float | None):
+    """Finished requests within every configured SLO (a 1-token answer has no TPOT to miss)."""
+    ok = df["status"] == RequestStatus.FINISHED.value
+    for column, bound in (("ttft_s", ttft_s), ("tpot_s", tpot_s), ("e2e_s", e2e_s)):
+        if bound is None:
+            continue
+        within = df[column] <= bound
+        if column == "tpot_s":
+            within |= df[column].isna()
+        ok &= within
+    return ok
+
+
+def summarize(
+    requests_df: pd.DataFrame,
+    steps_df: pd.DataFrame,
+    slo: dict | None = None,
+    complete: bool = True,
+) -> dict:
+    """The run's summary.json (see DESIGN.md, "Results of a run")."""
+    slo = slo or {}
+    status = requests_df["status"] if len(requests_df) else pd.Series(dtype=str)
+    done = requests_df[status == RequestStatus.FINISHED.value]
+    served = requests_df[requests_df["finish_s"].notna() & (status != RequestStatus.REJECTED.value)]
+    if len(served):
+        duration = float(served["finish_s"].max() - requests_df["arrival_s"].min())
+    else:
+        duration = 0.0
+    per_s = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
+    num_out = int(done["output_tokens"].sum())
+    num_total = num_out + int(done["prompt_tokens"].sum())
+    good = meets_slo(requests_df, slo.get("ttft_s"), slo.get("tpot_s"), slo.get("e2e_s"))
+    summary = {
+        "num_requests": len(requests_df),
+        "num_finished": int((status == RequestStatus.FINISHED.value).sum()),
+        "num_rejected": int((status == RequestStatus.REJECTED.value).sum()),
+        "num_aborted": int((status == RequestStatus.ABORTED.value).sum()),
+        "complete": bool(complete),
+        "duration_s": duration,
+        "num_steps": len(steps_df),
+        "output_throughput_tok_s": per_s(num_out),
+        "total_throughput_tok_s": per_s(num_total),
+        "request_throughput_req_s": per_s(len(done)),
+        "goodput_req_s": per_s(int(good.sum())),
+        "num_preemptions": int(requests_df["num_preemptions"].sum()) if len(requests_df) else 0,
+        "num_swapped_out_blocks": int(steps_df["num_swapped_out_blocks"].sum())
+        if len(steps_df)
+        else 0,
+    }
+    for name in LATENCIES:
+        values = inter_token_latencies(done) if name == "itl_s" else done[name].to_numpy()
+        summary[name] = latency_stats(values)
+    return summary

@@ -1,0 +1,62 @@
+"""Attention metadata (passed down explicitly) and the backends that read/write the paged cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kernels.kv_store import kv_store_ref
+from kernels.paged_attention import paged_extend_attention_ref
+
+
+@dataclass
+class AttentionMetadata:
+    """Where every token of a flat varlen batch lives in the paged cache."""
+
+    slot_mapping: torch.Tensor  # [num_tokens] int64, -1 = padding (not stored)
+    query_start_loc: torch.Tensor  # [num_seqs + 1] int32, cumulative query lengths
+    seq_lens: torch.Tensor  # [num_seqs] int32, context incl. this step's tokens
+    block_tables: torch.Tensor  # [num_seqs, max_num_blocks] int32
+    max_query_len: int
+    max_seq_len: int
+    is_decode_only: bool  # every sequence has exactly one query token
+
+
+class TorchAttention:
+    """Reference backend: the plain-torch kernels (CPU, and the oracle on any device)."""
+
+    def store_kv(self, key, value, k_cache, v_cache, meta: AttentionMetadata) -> None:
+        kv_store_ref(key, value, k_cache, v_cache, meta.slot_mapping)
+
+    def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float):
+        return paged_extend_attention_ref(
+            query, k_cache, v_cache, meta.block_tables, meta.query_start_loc.cpu(),
+            meta.seq_lens.cpu(), scale,
+        )  # fmt: skip
+
+
+class TritonAttention:
+    """GPU backend: Triton kernels from `kernels/` (decode rows and extend rows)."""
+
+    def __init__(self) -> None:
+        from kernels.kv_store import kv_store
+        from kernels.paged_attention import paged_decode_attention, paged_extend_attention
+
+        self._kv_store = kv_store
+        self._decode = paged_decode_attention
+        self._extend = paged_extend_attention
+
+    def store_kv(self, key, value, k_cache, v_cache, meta: AttentionMetadata) -> None:
+        self._kv_store(key, value, k_cache, v_cache, meta.slot_mapping)
+
+    def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float):
+        if meta.is_decode_only:
+            return self._decode(
+                query, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale,
+                max_seq_len=meta.max_seq_len,
+            )  # fmt: skip
+        return self._extend(
+            query, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
+            max_query_len=meta.max_query_len, scale=scale,
+        )  # fmt: skip

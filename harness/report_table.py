@@ -1,0 +1,43 @@
+"""The summary table printed at the end of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROWS = (
+    ("TTFT", "ttft_s"),
+    ("TPOT", "tpot_s"),
+    ("ITL", "itl_s"),
+    ("E2E", "e2e_s"),
+    ("Queue wait", "queue_wait_s"),
+)
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v * 1e3:10.1f}"
+
+
+def format_summary(summary: dict) -> str:
+    s = summary
+    lines = [
+        f"requests: {s['num_requests']} = {s['num_finished']} finished + {s['num_rejected']} rejected"
+        f" + {s['num_aborted']} aborted{'' if s['complete'] else '   (INCOMPLETE RUN)'}",
+        f"duration {s['duration_s']:.2f} s, {s['num_steps']} steps, "
+        f"{s['num_preemptions']} preemptions, {s['num_swapped_out_blocks']} blocks swapped out",
+        f"throughput: {s['output_throughput_tok_s']:.1f} output tok/s, "
+        f"{s['total_throughput_tok_s']:.1f} total tok/s, {s['request_throughput_req_s']:.2f} req/s, "
+        f"goodput {s['goodput_req_s']:.2f} req/s",
+        f"{'latency (ms)':<12}{'mean':>10}{'P50':>10}{'P90':>10}{'P99':>10}{'P99.9':>10}",
+    ]
+    for label, key in ROWS:
+        st = s[key]
+        lines.append(
+            f"{label:<12}" + "".join(_ms(st[k]) for k in ("mean", "p50", "p90", "p99", "p999"))
+        )
+    return "\n".join(lines)
+
+
+def print_summary(summary: dict, output_dir: Path | None) -> None:
+    print(format_summary(summary))
+    if output_dir is not None:
+        print(f"results: {output_dir}")

@@ -1,0 +1,176 @@
+"""One run from a composed config: build the parts, serve the workload, write the results.
+
+`run()` is a plain function (no Hydra) so tests and scripts call it directly.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import ConfigError, validate
+from harness.engine import Engine, Limits, StallError
+from harness.executors.model_runner import ModelRunner, kv_block_bytes
+from harness.kv_cache import KVCacheManager
+from harness.metrics import Recorder, requests_frame, summarize
+from harness.models.config import ModelArgs, preset_args
+from harness.models.loader import args_from_hf_config, build_model
+from harness.serve import WallClock, serve
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class RunResult:
+    summary: dict
+    requests: object  # pandas DataFrame, one row per request
+    steps: object  # pandas DataFrame, one row per step
+    output_dir: Path | None
+
+
+def instantiate_node(cfg: DictConfig, key: str):
+    """Instantiate `cfg[key]` (a `_target_` node), naming the key on a bad argument."""
+    try:
+        return instantiate(cfg[key], _convert_="all")
+    except Exception as exc:  # Hydra wraps the constructor's TypeError/ValueError
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{key}: {cause}") from None
+
+
+def resolve_device(kind: str) -> torch.device:
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("engine.kind=cuda but no CUDA device is visible")
+    return torch.device(kind)
+
+
+def model_args(cfg: DictConfig, device: torch.device) -> tuple[str, ModelArgs]:
+    preset = cfg.model.preset
+    if preset == "auto":
+        preset = "llama3_8b" if device.type == "cuda" else "tiny"
+    if cfg.model.path:
+        return preset, args_from_hf_config(Path(cfg.model.path).expanduser())
+    try:
+        return preset, preset_args(preset)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _num_blocks(cfg: DictConfig, device, dtype, args: ModelArgs, runner_model) -> tuple[int, int]:
+    """KV blocks on the device and in the host swap pool, from the budget or from memory."""
+    b, e = cfg.budget, cfg.engine
+    block_bytes = kv_block_bytes(runner_model, b.block_size, dtype)
+    num_gpu = b.num_gpu_blocks
+    if num_gpu is None:
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            headroom = total * (1 - e.gpu_memory_utilization) + 2 * 2**30  # activations
+            num_gpu = int(max(0, free - headroom) // block_bytes)
+        else:
+            num_gpu = int(e.cpu_kv_cache_gb * 2**30 // block_bytes)
+        if num_gpu < b.max_num_seqs:
+            raise ConfigError(
+                f"only {num_gpu} KV blocks fit in memory, fewer than budget.max_num_seqs="
+                f"{b.max_num_seqs}; lower it or set budget.num_gpu_blocks"
+            )
+    num_cpu = b.num_cpu_blocks
+    if num_cpu is None:
+        num_cpu = int(e.cpu_swap_gb * 2**30 // block_bytes)
+    return num_gpu, num_cpu
+
+
+def run(cfg: DictConfig, output_dir: Path | None, names: dict[str, str] | None = None) -> RunResult:
+    """Serve `cfg.workload` with `cfg.policy`; write results to `output_dir` via `cfg.logger`."""
+    validate(cfg)
+    names = names or {}
+    device = resolve_device(cfg.engine.kind)
+    preset, args = model_args(cfg, device)
+    dtype_name = cfg.engine.dtype
+    if dtype_name == "auto":
+        dtype_name = "bfloat16" if device.type == "cuda" else "float32"
+    dtype = _DTYPES[dtype_name]
+    max_model_len = min(
+        cfg.engine.max_model_len or args.max_position_embeddings, args.max_position_embeddings
+    )
+    policy = instantiate_node(cfg, "policy")
+    workload = instantiate_node(cfg, "workload")
+    logger = instantiate_node(cfg, "logger")
+    specs = workload.build(seed=cfg.seed, vocab_size=args.vocab_size, max_model_len=max_model_len)
+
+    if cfg.engine.num_threads:
+        torch.set_num_threads(cfg.engine.num_threads)
+    torch.manual_seed(cfg.seed)
+    model = build_model(preset, cfg.model.path, device, dtype, seed=cfg.model.seed)
+    num_gpu_blocks, num_cpu_blocks = _num_blocks(cfg, device, dtype, args, model)
+    executor = ModelRunner(
+        model, num_gpu_blocks, num_cpu_blocks, cfg.budget.block_size,
+        backend=_backend(device), seed=cfg.seed,
+    )  # fmt: skip
+    kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
+    limits = Limits(cfg.budget.max_num_batched_tokens, cfg.budget.max_num_seqs, max_model_len)
+    clock = WallClock()
+    recorder = Recorder()
+    engine = Engine(
+        policy, executor, kv, limits, clock, recorder,
+        temperature=cfg.engine.temperature, top_p=cfg.engine.top_p,
+    )  # fmt: skip
+
+    resolved = {
+        "device": str(device), "model_preset": preset if not cfg.model.path else "hf",
+        "dtype": dtype_name, "num_gpu_blocks": num_gpu_blocks, "num_cpu_blocks": num_cpu_blocks,
+        "max_model_len": max_model_len, **names,
+    }  # fmt: skip
+    logger.start(cfg, resolved, output_dir)
+    complete, error = True, None
+    with _interrupts_as_keyboard_interrupt():
+        try:
+            serve(engine, specs, clock, progress=cfg.engine.progress)
+        except KeyboardInterrupt:
+            complete, error = False, "interrupted"
+        except StallError as exc:
+            complete, error = False, str(exc)
+    if not complete:
+        engine.abort_unfinished(error)
+    requests_df = requests_frame(engine.requests.values())
+    steps_df = recorder.steps_frame()
+    summary = summarize(requests_df, steps_df, OmegaConf.to_container(cfg.slo), complete=complete)
+    summary["num_steps"] = engine.num_steps
+    logger.finish(summary, requests_df, steps_df)
+    result = RunResult(summary, requests_df, steps_df, output_dir)
+    if error:
+        print(f"run stopped early: {error}", file=sys.stderr)
+    return result
+
+
+def _backend(device: torch.device):
+    from harness.models.attention import TorchAttention, TritonAttention
+
+    return TritonAttention() if device.type == "cuda" else TorchAttention()
+
+
+class _interrupts_as_keyboard_interrupt:
+    """SIGTERM behaves like Ctrl-C during serving, so partial results are written either way."""
+
+    def __enter__(self):
+        self._old = signal.getsignal(signal.SIGTERM)
+        try:
+            signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False

@@ -1,0 +1,96 @@
+"""The policy interface: a read-only view of the engine in, a pure-data decision out."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+class Preemption(enum.Enum):
+    SWAP = "swap"  # KV blocks copied to the CPU pool; resumes where it stopped
+    RECOMPUTE = "recompute"  # KV blocks dropped; prompt + outputs recomputed on resumption
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A snapshot of one request, as a policy may see it."""
+
+    request_id: str
+    arrival_s: float
+    priority: int  # larger is more important
+    num_prompt_tokens: int
+    num_tokens: int  # prompt + outputs so far
+    num_computed_tokens: int  # tokens whose K/V are cached
+    num_output_tokens: int
+    max_output_tokens: int
+    num_blocks: int  # KV blocks held (on the GPU, or on the CPU when swapped)
+    num_preemptions: int
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_decode(self) -> bool:
+        """Next step computes exactly the last sampled token."""
+        return self.num_output_tokens > 0 and self.num_uncomputed_tokens == 1
+
+    @property
+    def num_remaining_output_tokens(self) -> int:
+        return self.max_output_tokens - self.num_output_tokens
+
+
+@dataclass(frozen=True)
+class SchedulerView:
+    """Everything a policy may read at a step boundary. Queues are in engine order:
+    `waiting` in arrival order with recompute-preempted requests at the front,
+    `running` in admission order, `swapped` in swap-out order."""
+
+    now_s: float
+    waiting: tuple[RequestView, ...]
+    running: tuple[RequestView, ...]
+    swapped: tuple[RequestView, ...]
+    num_free_blocks: int  # GPU KV blocks
+    num_total_blocks: int
+    num_free_cpu_blocks: int  # CPU swap pool
+    watermark_blocks: int  # admissions of new requests should leave this many blocks free
+    block_size: int
+    max_num_batched_tokens: int
+    max_num_seqs: int
+
+    def num_new_blocks(self, request: RequestView, num_new_tokens: int) -> int:
+        """GPU blocks `request` must gain to compute `num_new_tokens` more tokens."""
+        total = request.num_computed_tokens + num_new_tokens
+        return max(0, -(-total // self.block_size) - request.num_blocks)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A policy's output for one step. Pure data; the engine validates and applies it."""
+
+    # request id -> tokens to compute this step (a prefill chunk, a whole prompt, or 1 decode)
+    num_scheduled_tokens: dict[str, int] = field(default_factory=dict)
+    # running request id -> how it is preempted before the step runs
+    preempt: dict[str, Preemption] = field(default_factory=dict)
+    # swapped request ids whose blocks come back to the GPU this step (before the batch runs)
+    swap_in: tuple[str, ...] = ()
+    # extra tokens executed and discarded (static batching's pad rows and idle slots)
+    num_padding_tokens: int = 0
+
+
+class Policy(ABC):
+    """An iteration-level scheduling policy. `schedule` must not mutate anything it is given."""
+
+    #: Whether the policy may split a prompt over several steps. A policy that does not needs
+    #: every request's prompt + outputs (what a recompute processes) to fit one step's budget;
+    #: the engine rejects at arrival a request that never could.
+    chunks_prefills: bool = False
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @abstractmethod
+    def schedule(self, view: SchedulerView) -> Decision:
+        """Decide which requests compute how many tokens this step, and who is preempted."""
