@@ -13,7 +13,7 @@ import numpy as np
 from harness.executors.base import Batch, Executor
 from harness.kv_cache import KVCacheManager
 from harness.request import Request, RequestSpec, RequestStatus
-from policies.base import Decision, Policy, Preemption, RequestView, SchedulerView
+from policies.base import Decision, Padding, Policy, Preemption, RequestView, SchedulerView
 
 
 class DecisionError(RuntimeError):
@@ -113,7 +113,7 @@ class Engine:
         applied = self._apply(decision)
         if not applied.scheduled:
             return applied.num_preempted > 0 or applied.num_swapped_in_blocks > 0
-        batch = self._prepare(applied.scheduled, decision.num_padding_tokens)
+        batch = self._prepare(applied.scheduled, decision.padding)
         num_decode = sum(
             1
             for r, n in applied.scheduled
@@ -165,6 +165,10 @@ class Engine:
         for rid in d.swap_in:
             if rid not in self.swapped:
                 raise self._fail("swap_in", f"{rid!r} is not swapped")
+        if any(p.num_tokens < 1 or p.context_len < p.num_tokens for p in d.padding):
+            raise self._fail("padding", "each row needs 1 <= num_tokens <= context_len")
+        if any(p.context_len > self.limits.max_model_len for p in d.padding):
+            raise self._fail("padding", f"context_len > max_model_len={self.limits.max_model_len}")
         total = sum(d.num_scheduled_tokens.values()) + d.num_padding_tokens
         if total > self.limits.max_num_batched_tokens:
             raise self._fail(
@@ -261,19 +265,27 @@ class Engine:
         applied.num_swapped_out_blocks = len(swap_pairs)
 
     # -- batch, update, record -----------------------------------------------------------
-    def _prepare(self, scheduled: list[tuple[Request, int]], num_padding_tokens: int) -> Batch:
-        """Flatten the scheduled chunks into one varlen batch (no padding between sequences)."""
+    def _prepare(self, scheduled: list[tuple[Request, int]], padding: tuple[Padding, ...]) -> Batch:
+        """Flatten the scheduled chunks, then any padding rows, into one varlen batch.
+
+        Padding rows are real work (token 0, slot -1 so nothing is stored, block table of block
+        0 so their attention reads `context_len` cached positions) whose outputs are dropped.
+        """
         bs = self.kv.block_size
-        lens = np.array([n for _, n in scheduled], dtype=np.int64)
-        query_start_loc = np.zeros(len(scheduled) + 1, dtype=np.int32)
+        lens = np.array([n for _, n in scheduled] + [p.num_tokens for p in padding], dtype=np.int64)
+        num_seqs = len(lens)
+        query_start_loc = np.zeros(num_seqs + 1, dtype=np.int32)
         np.cumsum(lens, out=query_start_loc[1:])
         num_tokens = int(query_start_loc[-1])
-        input_ids = np.empty(num_tokens, dtype=np.int64)
+        input_ids = np.zeros(num_tokens, dtype=np.int64)
         positions = np.empty(num_tokens, dtype=np.int64)
-        slot_mapping = np.empty(num_tokens, dtype=np.int64)
-        seq_lens = np.empty(len(scheduled), dtype=np.int32)
+        slot_mapping = np.full(num_tokens, -1, dtype=np.int64)
+        seq_lens = np.empty(num_seqs, dtype=np.int32)
         tables = [self.kv.block_tables[r.request_id] for r, _ in scheduled]
-        block_tables = np.zeros((len(scheduled), max(map(len, tables))), dtype=np.int32)
+        width = max(
+            [len(t) for t in tables] + [self.kv.num_blocks_for(p.context_len) for p in padding]
+        )
+        block_tables = np.zeros((num_seqs, width), dtype=np.int32)
         logits_indices = []
         for i, (r, n) in enumerate(scheduled):
             a, b, start = query_start_loc[i], query_start_loc[i + 1], r.num_computed_tokens
@@ -286,12 +298,17 @@ class Engine:
             seq_lens[i] = start + n
             if start + n == r.num_tokens:  # the chunk reaches the end: sample the next token
                 logits_indices.append(b - 1)
+        for j, p in enumerate(padding, start=len(scheduled)):
+            positions[query_start_loc[j] : query_start_loc[j + 1]] = np.arange(
+                p.context_len - p.num_tokens, p.context_len
+            )
+            seq_lens[j] = p.context_len
         return Batch(
             input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
             query_start_loc=query_start_loc, seq_lens=seq_lens, block_tables=block_tables,
             logits_indices=np.asarray(logits_indices, dtype=np.int64),
             max_query_len=int(lens.max()), max_seq_len=int(seq_lens.max()),
-            num_padding_tokens=num_padding_tokens,
+            num_padding_tokens=int(sum(p.num_tokens for p in padding)),
             temperature=self.temperature, top_p=self.top_p,
         )  # fmt: skip
 

@@ -73,7 +73,10 @@ def latency_stats(values: np.ndarray) -> dict[str, float | None]:
     if values.size == 0:
         return {"mean": None, **{k: None for k in PERCENTILES}}
     pct = np.percentile(values, list(PERCENTILES.values()))
-    return {"mean": float(values.mean()), **{k: float(v) for k, v in zip(PERCENTILES, pct)}}
+    return {
+        "mean": float(values.mean()),
+        **{k: float(v) for k, v in zip(PERCENTILES, pct, strict=True)},
+    }
 
 
 def inter_token_latencies(requests_df: pd.DataFrame) -> np.ndarray:

@@ -66,6 +66,16 @@ class SchedulerView:
 
 
 @dataclass(frozen=True)
+class Padding:
+    """A dummy sequence executed and discarded: `num_tokens` query tokens attending to
+    `context_len` positions (static batching's padded prompt rows and idle decode slots).
+    Its K/V are not stored and it holds no blocks; it costs what such a row really costs."""
+
+    num_tokens: int
+    context_len: int
+
+
+@dataclass(frozen=True)
 class Decision:
     """A policy's output for one step. Pure data; the engine validates and applies it."""
 
@@ -75,8 +85,12 @@ class Decision:
     preempt: dict[str, Preemption] = field(default_factory=dict)
     # swapped request ids whose blocks come back to the GPU this step (before the batch runs)
     swap_in: tuple[str, ...] = ()
-    # extra tokens executed and discarded (static batching's pad rows and idle slots)
-    num_padding_tokens: int = 0
+    # dummy rows executed and discarded (static batching's pad rows and idle slots)
+    padding: tuple[Padding, ...] = ()
+
+    @property
+    def num_padding_tokens(self) -> int:
+        return sum(p.num_tokens for p in self.padding)
 
 
 class Policy(ABC):
