@@ -61,6 +61,7 @@ def requests_frame(requests: Iterable[Request]) -> pd.DataFrame:
                 "num_preemptions": r.num_preemptions,
                 "num_swaps": r.num_swaps,
                 "token_times_s": list(times),
+                "output_ids": list(r.output_ids),
             }
         )
     return pd.DataFrame(rows)
