@@ -149,6 +149,7 @@ class Engine:
             block_size=self.kv.block_size,
             max_num_batched_tokens=self.limits.max_num_batched_tokens,
             max_num_seqs=self.limits.max_num_seqs,
+            max_model_len=self.limits.max_model_len,
         )
 
     # -- validate and apply --------------------------------------------------------------

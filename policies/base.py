@@ -58,6 +58,7 @@ class SchedulerView:
     block_size: int
     max_num_batched_tokens: int
     max_num_seqs: int
+    max_model_len: int | None = None  # longest sequence (prompt + outputs) a row may reach
 
     def num_new_blocks(self, request: RequestView, num_new_tokens: int) -> int:
         """GPU blocks `request` must gain to compute `num_new_tokens` more tokens."""
