@@ -7,6 +7,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config import ConfigError, register
@@ -23,6 +24,8 @@ def main(cfg: DictConfig) -> float | None:
 
     hc = HydraConfig.get()
     names = {f"{group}_name": hc.runtime.choices.get(group, "") for group in ("policy", "workload")}
+    if hc.mode == RunMode.MULTIRUN:  # a sweep's jobs share its name (the W&B group)
+        names["sweep_name"] = Path(hc.sweep.dir).name
     try:
         result = run(cfg, Path(hc.runtime.output_dir), names)
     except (ConfigError, ModelLoadError) as exc:
