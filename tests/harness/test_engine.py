@@ -1,0 +1,91 @@
+"""The engine validates every decision, rejects impossible requests, and records each step."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.engine import DecisionError
+from harness.request import RequestStatus
+from policies.base import Decision, Policy, Preemption, SchedulerView
+from policies.fcfs import FcfsPolicy
+from tests.conftest import make_engine, make_specs, run_to_completion
+
+
+class Scripted(Policy):
+    """Returns whatever decision the test hands it."""
+
+    chunks_prefills = True
+
+    def __init__(self, decide) -> None:
+        self.decide = decide
+
+    def schedule(self, view: SchedulerView) -> Decision:
+        return self.decide(view)
+
+
+def _engine_with(decide, **kw):
+    engine = make_engine(Scripted(decide), **kw)
+    for s in make_specs([20, 20, 20], [4, 4, 4]):
+        engine.add_request(s)
+    return engine
+
+
+@pytest.mark.parametrize(
+    "decide, bound",
+    [
+        (lambda v: Decision({"r0": 20, "r1": 20}), "max_num_batched_tokens"),
+        (lambda v: Decision({"r0": 1, "r1": 1, "r2": 1}), "max_num_seqs"),
+        (lambda v: Decision({"r0": 21}), "token count"),
+        (lambda v: Decision({"nope": 1}), "request state"),
+        (lambda v: Decision({"r0": 20, "r1": 2}), "KV blocks"),
+        (lambda v: Decision({}, preempt={"r0": Preemption.SWAP}), "preemption"),
+        (lambda v: Decision({}, swap_in=("r0",)), "swap_in"),
+    ],
+)
+def test_violating_decision_names_policy_and_bound(decide, bound):
+    engine = _engine_with(decide, max_num_batched_tokens=32, max_num_seqs=2, num_gpu_blocks=2)
+    with pytest.raises(DecisionError, match=f"policy Scripted broke .*{bound}"):
+        engine.step()
+    # A rejected decision changes nothing.
+    assert all(r.status is RequestStatus.WAITING for r in engine.requests.values())
+    assert engine.kv.gpu.num_free_blocks == 2
+
+
+def test_requests_that_can_never_fit_are_rejected_at_arrival():
+    engine = make_engine(FcfsPolicy(), num_gpu_blocks=8, block_size=16, max_num_batched_tokens=64)
+    too_long_for_budget, too_big_for_cache, fine = make_specs([60, 30, 10], [10, 120, 5])
+    for spec in (too_long_for_budget, too_big_for_cache, fine):
+        engine.add_request(spec)
+    r = engine.requests
+    assert r["r0"].status is RequestStatus.REJECTED and "max_num_batched_tokens=64" in r["r0"].reason
+    assert r["r1"].status is RequestStatus.REJECTED and "KV blocks" in r["r1"].reason
+    assert r["r2"].status is RequestStatus.WAITING
+
+
+def test_fcfs_preempts_latest_arrival_by_recompute_and_still_finishes():
+    # 6 blocks of 4 tokens: three requests growing to 4 blocks each cannot all stay resident.
+    engine = make_engine(FcfsPolicy(), num_gpu_blocks=6, block_size=4, max_num_seqs=6)
+    specs = make_specs([6, 6, 6], [10, 10, 10], arrivals=[0.0, 0.1, 0.2])
+    run_to_completion(engine, specs)
+    reqs = engine.requests
+    assert all(r.status is RequestStatus.FINISHED for r in reqs.values())
+    assert reqs["r0"].num_preemptions == 0  # the oldest is never the victim
+    assert reqs["r2"].num_preemptions > 0
+    steps = engine.recorder.steps_frame()
+    assert steps["num_preempted"].sum() == sum(r.num_preemptions for r in reqs.values())
+    assert engine.kv.gpu.num_free_blocks == 6
+
+
+def test_token_times_and_step_records():
+    engine = make_engine(FcfsPolicy())
+    specs = make_specs([8, 30], [5, 3])
+    run_to_completion(engine, specs)
+    for spec in specs:
+        r = engine.requests[spec.request_id]
+        assert len(r.output_ids) == len(r.token_times_s) == spec.max_output_tokens
+        assert r.token_times_s == sorted(r.token_times_s)
+        assert r.first_scheduled_s <= r.token_times_s[0] == min(r.token_times_s)
+    steps = engine.recorder.steps_frame()
+    assert steps["num_prefill_tokens"].sum() == 38
+    assert steps["num_decode_tokens"].sum() == (5 - 1) + (3 - 1)
+    assert (steps["num_prefill_tokens"] + steps["num_decode_tokens"] <= 512).all()

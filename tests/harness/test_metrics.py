@@ -1,0 +1,51 @@
+"""Metric definitions checked on hand-computed timelines."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from harness.metrics import requests_frame, summarize
+from harness.request import Request, RequestSpec, RequestStatus
+
+
+def _req(rid, arrival, times, prompt=4, status=RequestStatus.FINISHED, first_sched=None):
+    r = Request(RequestSpec(rid, arrival, tuple(range(prompt)), max(len(times), 1)))
+    r.status, r.token_times_s, r.output_ids = status, list(times), list(range(len(times)))
+    r.first_scheduled_s = first_sched if first_sched is not None else (arrival if times else None)
+    r.finish_s = times[-1] if times else arrival
+    return r
+
+
+def _steps(n):
+    return pd.DataFrame({"num_swapped_out_blocks": [0] * n})
+
+
+def test_latencies_throughput_and_goodput():
+    reqs = [
+        _req("a", 0.0, [1.0, 2.0, 4.0], first_sched=0.5),  # ttft 1, e2e 4, tpot 1.5, itl 1, 2
+        _req("b", 1.0, [1.5], first_sched=1.25),  # ttft .5, e2e .5, no tpot
+        _req("c", 2.0, [], status=RequestStatus.REJECTED),
+    ]
+    df = requests_frame(reqs)
+    s = summarize(df, _steps(3), slo={"ttft_s": 0.8, "tpot_s": 0.1})
+    assert (s["num_requests"], s["num_finished"], s["num_rejected"], s["num_aborted"]) == (3, 2, 1, 0)
+    assert s["duration_s"] == pytest.approx(4.0)  # first arrival 0 -> last token 4
+    assert s["output_throughput_tok_s"] == pytest.approx(4 / 4.0)
+    assert s["total_throughput_tok_s"] == pytest.approx((4 + 8) / 4.0)
+    assert s["request_throughput_req_s"] == pytest.approx(2 / 4.0)
+    assert s["goodput_req_s"] == pytest.approx(1 / 4.0)  # only b meets TTFT <= 0.8
+    assert s["ttft_s"]["mean"] == pytest.approx(0.75)
+    assert s["ttft_s"]["p50"] == pytest.approx(0.75)
+    assert s["tpot_s"]["p99"] == pytest.approx(1.5)
+    assert s["itl_s"]["p50"] == pytest.approx(1.5) and s["itl_s"]["p999"] == pytest.approx(1.999)
+    assert s["e2e_s"]["p90"] == pytest.approx(0.5 + 0.9 * 3.5)
+    assert s["queue_wait_s"]["mean"] == pytest.approx((0.5 + 0.25) / 2)
+
+
+def test_empty_latencies_are_null_not_nan():
+    s = summarize(requests_frame([_req("c", 0.0, [], status=RequestStatus.REJECTED)]), _steps(0))
+    assert s["ttft_s"]["p99"] is None and s["output_throughput_tok_s"] == 0.0
+    assert not any(isinstance(v, float) and math.isnan(v) for v in s.values())
