@@ -1,0 +1,147 @@
+"""Building blocks shared by the policies: a decision under construction with the budgets it has
+left (`StepPlan`), victim choice, and the loops that schedule running requests, swap requests
+back in and admit waiting ones. Each policy file composes them in its own order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from policies.base import Decision, Padding, Preemption, RequestView, SchedulerView
+
+#: How many tokens a request should compute this step given the plan (0: none this step).
+TokensFn = Callable[["StepPlan", RequestView], int]
+
+
+def by_importance(request: RequestView) -> tuple:
+    """Sort key, most important first: highest priority, then earliest arrival."""
+    return (-request.priority, request.arrival_s, request.request_id)
+
+
+def pick_victim(candidates: Iterable[RequestView]) -> RequestView:
+    """The request to preempt: lowest priority, then latest arrival."""
+    return max(candidates, key=by_importance)
+
+
+class StepPlan:
+    """A decision under construction: what is scheduled, preempted and swapped in so far, and the
+    token, seat, GPU-block and CPU-block budgets left for the rest of the step."""
+
+    def __init__(self, view: SchedulerView, preemption: Preemption = Preemption.RECOMPUTE):
+        self.view = view
+        self.preemption = preemption
+        self.num_tokens_left = view.max_num_batched_tokens
+        self.num_seats_left = view.max_num_seqs - len(view.running)
+        self.num_free_blocks = view.num_free_blocks
+        self.num_free_cpu_blocks = view.num_free_cpu_blocks
+        self.scheduled: dict[str, int] = {}
+        self.preempt: dict[str, Preemption] = {}
+        self.swap_in: list[str] = []
+        self.padding: list[Padding] = []
+
+    def num_new_blocks(self, request: RequestView, num_tokens: int) -> int:
+        return self.view.num_new_blocks(request, num_tokens)
+
+    def max_tokens_in_blocks(self, request: RequestView, reserve_blocks: int = 0) -> int:
+        """The most tokens `request` can compute with the free blocks (keeping `reserve_blocks`)."""
+        num_blocks = request.num_blocks + self.num_free_blocks - reserve_blocks
+        return max(0, num_blocks * self.view.block_size - request.num_computed_tokens)
+
+    def fits(self, request: RequestView, num_tokens: int, reserve_blocks: int = 0) -> bool:
+        return num_tokens <= self.num_tokens_left and (
+            self.num_new_blocks(request, num_tokens) <= self.num_free_blocks - reserve_blocks
+        )
+
+    def schedule(self, request: RequestView, num_tokens: int) -> None:
+        self.num_free_blocks -= self.num_new_blocks(request, num_tokens)
+        self.num_tokens_left -= num_tokens
+        self.scheduled[request.request_id] = num_tokens
+
+    def preempt_request(self, victim: RequestView) -> Preemption:
+        """Preempt `victim`: swapped if the policy swaps and the CPU pool has room, else
+        recomputed (the fallback shows as a preemption without a swap in the records)."""
+        kind = Preemption.RECOMPUTE
+        if self.preemption is Preemption.SWAP and victim.num_blocks <= self.num_free_cpu_blocks:
+            kind = Preemption.SWAP
+            self.num_free_cpu_blocks -= victim.num_blocks
+        self.preempt[victim.request_id] = kind
+        self.num_free_blocks += victim.num_blocks
+        self.num_seats_left += 1
+        return kind
+
+    def decision(self) -> Decision:
+        return Decision(
+            num_scheduled_tokens=dict(self.scheduled),
+            preempt=dict(self.preempt),
+            swap_in=tuple(self.swap_in),
+            padding=tuple(self.padding),
+        )
+
+
+def whole(plan: StepPlan, request: RequestView) -> int:
+    """All the request has left to compute (a decode is one token), or 0 if over budget."""
+    n = request.num_uncomputed_tokens
+    return n if n <= plan.num_tokens_left else 0
+
+
+def schedule_running(
+    plan: StepPlan, running: Iterable[RequestView], tokens: TokensFn, chunked: bool = False
+) -> None:
+    """Schedule `running` in the given order, `tokens(plan, r)` each (`chunked`: fewer if the
+    free blocks hold fewer). When the KV cache cannot hold a request's tokens, preempt victims
+    (`pick_victim`) among those not yet scheduled; with no victim left, the request itself."""
+    queue = list(running)
+    while queue:
+        request = queue.pop(0)
+        n = tokens(plan, request)
+        if n < 1:
+            continue
+        while True:
+            m = min(n, plan.max_tokens_in_blocks(request)) if chunked else n
+            if m >= 1 and plan.fits(request, m):
+                plan.schedule(request, m)
+                break
+            if not queue:
+                plan.preempt_request(request)
+                break
+            victim = pick_victim(queue)
+            queue.remove(victim)
+            plan.preempt_request(victim)
+
+
+def swap_in_swapped(plan: StepPlan, tokens: TokensFn, chunked: bool = False) -> bool:
+    """Bring swapped requests back in arrival order while seats and KV (keeping the watermark)
+    allow, scheduling their next tokens when the budget does. None comes back in a step that
+    preempts. Returns True if no swapped request is left out."""
+    view = plan.view
+    for request in sorted(view.swapped, key=by_importance):
+        need = request.num_blocks + plan.num_new_blocks(request, 1)
+        if plan.preempt or plan.num_seats_left < 1:
+            return False
+        if need > plan.num_free_blocks - view.watermark_blocks:
+            return False
+        plan.swap_in.append(request.request_id)
+        plan.num_seats_left -= 1
+        plan.num_free_blocks -= request.num_blocks
+        n = tokens(plan, request)
+        n = min(n, plan.max_tokens_in_blocks(request)) if chunked else n
+        if n >= 1 and plan.fits(request, n):
+            plan.schedule(request, n)
+    return True
+
+
+def admit_waiting(plan: StepPlan, tokens: TokensFn, skip_ahead: bool = False) -> None:
+    """Admit waiting requests in queue order, `tokens(plan, r)` each (0: does not fit), while
+    seats, the token budget and the KV cache (keeping the watermark) allow. The first request
+    that does not fit blocks those behind it unless `skip_ahead`."""
+    reserve = plan.view.watermark_blocks
+    for request in plan.view.waiting:
+        if plan.num_seats_left < 1:
+            return
+        n = tokens(plan, request)
+        if n < 1 or not plan.fits(request, n, reserve_blocks=reserve):
+            if skip_ahead:
+                continue
+            return
+        plan.schedule(request, n)
+        plan.num_seats_left -= 1

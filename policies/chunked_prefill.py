@@ -1,0 +1,89 @@
+"""Chunked prefill with stall-free batching (Sarathi-Serve; vLLM v1's default scheduler).
+
+Rule: every step first schedules all running decodes (oldest first), then fills the token budget
+left with chunks of in-progress prefills, then swapped requests coming back (oldest first), then
+chunks of new prompts in arrival order. A chunk is what fits the budget left, the free KV blocks
+and, if `long_prefill_token_threshold` > 0, that many tokens (so a long prompt cannot take a
+whole step from short ones). At most `max_num_partial_prefills` requests may be left part-way
+through their prompt at once. No step ever exceeds `max_num_batched_tokens` and no decode is
+ever stalled by a prefill. When the KV cache runs out the latest arrival is preempted
+(`preemption: recompute` or `swap`); no admission in a step that preempts.
+"""
+
+from __future__ import annotations
+
+from policies.base import Decision, Policy, Preemption, RequestView, SchedulerView
+from policies.batching import (
+    StepPlan,
+    admit_waiting,
+    by_importance,
+    schedule_running,
+    swap_in_swapped,
+    whole,
+)
+
+
+class ChunkedPrefillPolicy(Policy):
+    """Decodes first, then prefill chunks in the budget they leave."""
+
+    chunks_prefills = True
+
+    def __init__(
+        self,
+        max_num_partial_prefills: int = 1,
+        long_prefill_token_threshold: int = 0,
+        preemption: str = "recompute",
+    ) -> None:
+        if max_num_partial_prefills < 1 or long_prefill_token_threshold < 0:
+            raise ValueError("max_num_partial_prefills must be >= 1, the threshold >= 0")
+        self.max_num_partial_prefills = max_num_partial_prefills
+        self.long_prefill_token_threshold = long_prefill_token_threshold
+        self.preemption = Preemption(preemption)
+
+    def schedule(self, view: SchedulerView) -> Decision:
+        plan = StepPlan(view, self.preemption)
+        self._schedule_running(plan)
+        if swap_in_swapped(plan, self._chunk, chunked=self.chunks_prefills) and not plan.preempt:
+            self._admit_waiting(plan)
+        return plan.decision()
+
+    def _schedule_running(self, plan: StepPlan) -> None:
+        running = sorted(plan.view.running, key=by_importance)
+        decodes = [r for r in running if r.is_decode]
+        prefills = [r for r in running if not r.is_decode]
+        schedule_running(plan, decodes + prefills, self._chunk, chunked=self.chunks_prefills)
+
+    def _admit_waiting(self, plan: StepPlan) -> None:
+        admit_waiting(plan, self._admission_chunk)
+
+    def _chunk(self, plan: StepPlan, request: RequestView) -> int:
+        """Tokens `request` may compute within the budget left and the per-step cap."""
+        if not self.chunks_prefills:
+            return whole(plan, request)
+        n = min(request.num_uncomputed_tokens, plan.num_tokens_left)
+        if self.long_prefill_token_threshold and not request.is_decode:
+            n = min(n, self.long_prefill_token_threshold)
+        return n
+
+    def _admission_chunk(self, plan: StepPlan, request: RequestView) -> int:
+        """A new prompt's first chunk: also within the free blocks (keeping the watermark), and
+        0 if it would leave one partial prefill too many."""
+        n = self._chunk(plan, request)
+        if not self.chunks_prefills:
+            return n
+        n = min(n, plan.max_tokens_in_blocks(request, plan.view.watermark_blocks))
+        if n < request.num_uncomputed_tokens:
+            if self._num_partial_prefills(plan) >= self.max_num_partial_prefills:
+                return 0
+        return n
+
+    @staticmethod
+    def _num_partial_prefills(plan: StepPlan) -> int:
+        """Requests that will be part-way through their prompt (or recompute) after the step."""
+        view, num_partial = plan.view, 0
+        for r in (*view.running, *view.swapped, *view.waiting):
+            n = plan.scheduled.get(r.request_id, 0)
+            started = r.num_computed_tokens > 0 or n > 0
+            unfinished = r.num_computed_tokens + n < r.num_tokens and not r.is_decode
+            num_partial += started and unfinished and r.request_id not in plan.preempt
+        return num_partial
