@@ -219,7 +219,9 @@ def _paged_extend_kernel(
 ):  # fmt: skip
     # One program per (query block of BLOCK_Q tokens of one sequence, KV head). Its tile rows are
     # (token, query head of the group) pairs, so one K/V tile load serves the whole group.
-    q_block = tl.program_id(0)
+    # Last query blocks first: under the causal mask they have the most keys, so the long
+    # programs start early and the short ones fill the tail.
+    q_block = tl.num_programs(0) - 1 - tl.program_id(0)
     kv_head = tl.program_id(1)
     seq = _find_seq(query_start_loc_ptr, q_block, num_seqs, BLOCK_Q)
     q_start = tl.load(query_start_loc_ptr + seq)
