@@ -23,8 +23,10 @@ class EngineConfig:
     dtype: str = "auto"  # auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16 | float16
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     gpu_memory_utilization: float = 0.90  # cuda: fraction of device memory the run may use
-    cpu_kv_cache_gb: float = 0.25  # cpu: KV cache size when budget.num_gpu_blocks is unset
-    cpu_swap_gb: float = 4.0  # host swap pool size when budget.num_cpu_blocks is unset
+    # cpu: KV cache size when budget.num_gpu_blocks is unset; small on purpose, so that the
+    # default tiny run feels KV pressure as a loaded GPU does (640 blocks of the tiny model)
+    cpu_kv_cache_gb: float = 0.02
+    cpu_swap_gb: float = 4.0  # cuda: pinned host swap pool when budget.num_cpu_blocks is unset
     enforce_eager: bool = False  # cuda: no CUDA graphs
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
@@ -45,7 +47,7 @@ class BudgetConfig:
     max_num_seqs: int = 256  # requests holding KV blocks at once
     block_size: int = 16  # tokens per KV block
     num_gpu_blocks: int | None = None  # KV cache size in blocks; default: sized from memory
-    num_cpu_blocks: int | None = None  # swap pool size in blocks; default: engine.cpu_swap_gb
+    num_cpu_blocks: int | None = None  # swap pool in blocks; default: cpu = num_gpu_blocks, cuda = engine.cpu_swap_gb
     watermark: float = 0.01  # fraction of blocks new admissions leave free
 
 

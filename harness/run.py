@@ -81,8 +81,8 @@ def _num_blocks(cfg: DictConfig, device, dtype, args: ModelArgs, runner_model) -
                 f"{b.max_num_seqs}; lower it or set budget.num_gpu_blocks"
             )
     num_cpu = b.num_cpu_blocks
-    if num_cpu is None:
-        num_cpu = int(e.cpu_swap_gb * 2**30 // block_bytes)
+    if num_cpu is None:  # cpu: as large as the "device" cache; cuda: engine.cpu_swap_gb pinned
+        num_cpu = num_gpu if device.type == "cpu" else int(e.cpu_swap_gb * 2**30 // block_bytes)
     return num_gpu, num_cpu
 
 

@@ -43,7 +43,7 @@ class ModelRunner:
             kv_cache_shape(model, num_gpu_blocks, block_size), dtype=self.dtype, device=self.device
         )
         pin = self.device.type == "cuda"
-        self.cpu_cache = torch.zeros(
+        self.cpu_cache = torch.empty(
             kv_cache_shape(model, num_cpu_blocks, block_size), dtype=self.dtype, pin_memory=pin
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
