@@ -1,0 +1,33 @@
+"""Decode priority: running decodes run every step; prompts fill the budget left."""
+
+from __future__ import annotations
+
+from policies.decode_priority import DecodePriorityPolicy
+from tests.policies.conftest import make_decode, make_request_view, make_view, tiny_specs
+
+
+def test_prompts_only_in_the_budget_left_by_decodes():
+    running = [make_decode(f"d{i}") for i in range(4)]
+    view = make_view(
+        running=running,
+        waiting=[make_request_view("long", 1.0, 100), make_request_view("short", 2.0, 20)],
+        max_num_batched_tokens=100,
+    )
+    d = DecodePriorityPolicy().schedule(view)
+    assert d.num_scheduled_tokens == {**{f"d{i}": 1 for i in range(4)}, "short": 20}
+    strict = DecodePriorityPolicy(skip_ahead=False).schedule(view)
+    assert strict.num_scheduled_tokens == {f"d{i}": 1 for i in range(4)}
+
+
+def test_never_stalls_a_decode_in_the_engine(scenario):
+    specs = tiny_specs(
+        [24, 24, 200, 60, 120], [30, 30, 6, 10, 8], arrivals=[0.0, 0.0, 0.01, 0.02, 0.03]
+    )
+    _, requests, steps = scenario(DecodePriorityPolicy(), specs, max_num_batched_tokens=256)
+    assert steps.num_preempted.sum() == 0
+    # Every request running after a step decodes in the next one (whole prompts: all running
+    # requests are decodes), including the steps that admit a prompt.
+    decoding_before = steps.num_running.shift(1).fillna(0).astype(int)
+    assert (steps.num_decode_tokens == decoding_before).all()
+    assert ((steps.num_prefill_tokens > 0) & (steps.num_decode_tokens > 0)).any()
+    assert (requests.status == "finished").all()
