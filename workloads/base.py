@@ -1,0 +1,58 @@
+"""What every workload shares: `load()` gives the final RequestTable, `build()` turns it into
+RequestSpecs with prompt ids, and `stats` records what loading kept, clipped and dropped."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from harness.request import RequestSpec
+from workloads.table import RequestTable
+from workloads.tokens import prompt_ids
+from workloads.transforms import mean_rate
+
+# Independent random streams, so e.g. changing the lengths leaves the arrivals as they were.
+ARRIVALS, LENGTHS, SAMPLING, TOKENS = range(4)
+
+
+class Workload(ABC):
+    """A source of requests. Subclasses implement `load`; `stats` is filled by each load."""
+
+    seed_offset: int = 0
+    prefix_block_tokens: int = 512  # Mooncake's hash block size
+
+    def __init__(self) -> None:
+        self.stats: dict = {}
+
+    def rng(self, seed: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([seed + self.seed_offset, stream])
+
+    @abstractmethod
+    def load(self, seed: int, max_model_len: int) -> RequestTable:
+        """The requests as arrays, every transformation applied, times from 0, sorted."""
+
+    def build(self, seed: int, vocab_size: int, max_model_len: int) -> list[RequestSpec]:
+        """The requests with seeded prompt ids; ids r000000, r000001, ... in arrival order."""
+        table = self.load(seed, max_model_len)
+        ids = prompt_ids(
+            table, vocab_size, seed + self.seed_offset, self.rng(seed, TOKENS),
+            self.prefix_block_tokens,
+        )  # fmt: skip
+        tenants = table.tenants if table.tenants is not None else ["default"] * len(table)
+        return [
+            RequestSpec(
+                request_id=f"r{i:06d}",
+                arrival_s=float(table.arrival_s[i]),
+                prompt_ids=ids[i],
+                max_output_tokens=int(table.output_tokens[i]),
+                tenant=str(tenants[i]),
+            )
+            for i in range(len(table))
+        ]
+
+    def _record_totals(self, table: RequestTable) -> None:
+        t = table.arrival_s
+        self.stats["num_requests"] = len(table)
+        self.stats["duration_s"] = float(t[-1] - t[0]) if len(t) else 0.0
+        self.stats["mean_rate_req_s"] = mean_rate(t)

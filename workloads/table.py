@@ -1,0 +1,61 @@
+"""A workload as columns: numpy arrays of arrival times and lengths, one entry per request.
+
+Readers stream chunks of this shape; transformations take one and return one; only the final
+selection becomes `RequestSpec` objects, so a large trace never costs a Python object per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RequestTable:
+    """Requests as parallel arrays; `arrival_s` is None for a length-only trace."""
+
+    arrival_s: np.ndarray | None  # [n] float64 seconds (absolute in a chunk, from 0 once built)
+    prompt_tokens: np.ndarray  # [n] int64
+    output_tokens: np.ndarray  # [n] int64
+    hash_ids: list[np.ndarray] | None = None  # Mooncake: per request, one id per prefix block
+    tenants: np.ndarray | None = None  # [n] str (BurstGPT: the model), else "default"
+
+    def __len__(self) -> int:
+        return len(self.prompt_tokens)
+
+    def take(self, index: np.ndarray) -> RequestTable:
+        """The rows at `index` (a boolean mask or integer positions), in that order."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return RequestTable(
+            arrival_s=None if self.arrival_s is None else self.arrival_s[index],
+            prompt_tokens=self.prompt_tokens[index],
+            output_tokens=self.output_tokens[index],
+            hash_ids=None if self.hash_ids is None else [self.hash_ids[i] for i in index],
+            tenants=None if self.tenants is None else self.tenants[index],
+        )
+
+    def head(self, n: int) -> RequestTable:
+        return self.take(np.arange(min(n, len(self))))
+
+    @staticmethod
+    def concat(tables: list[RequestTable]) -> RequestTable:
+        if not tables:
+            return RequestTable.empty()
+        first = tables[0]
+        return RequestTable(
+            arrival_s=None
+            if first.arrival_s is None
+            else np.concatenate([t.arrival_s for t in tables]),
+            prompt_tokens=np.concatenate([t.prompt_tokens for t in tables]),
+            output_tokens=np.concatenate([t.output_tokens for t in tables]),
+            hash_ids=None if first.hash_ids is None else [h for t in tables for h in t.hash_ids],
+            tenants=None if first.tenants is None else np.concatenate([t.tenants for t in tables]),
+        )
+
+    @staticmethod
+    def empty(timed: bool = True) -> RequestTable:
+        z = np.zeros(0, dtype=np.int64)
+        return RequestTable(np.zeros(0) if timed else None, z, z.copy())
