@@ -36,7 +36,10 @@ def test_mistyped_key(compose_cfg):
         ("budget.max_num_batched_tokens=0", "budget.max_num_batched_tokens=0"),
         ("budget.max_num_seqs=-1", "budget.max_num_seqs=-1"),
         ("budget.block_size=24", "budget.block_size=24 must be a power of two"),
-        ("budget.num_gpu_blocks=8", "budget.num_gpu_blocks=8 is smaller than one block per sequence"),
+        (
+            "budget.num_gpu_blocks=8",
+            "budget.num_gpu_blocks=8 is smaller than one block per sequence",
+        ),
         ("engine.dtype=float8", "engine.dtype='float8'"),
         ("slo.ttft_s=-1", "slo.ttft_s=-1"),
         ("policy.preemption=sometimes", "policy: 'sometimes' is not a valid Preemption"),

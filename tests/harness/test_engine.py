@@ -57,7 +57,9 @@ def test_requests_that_can_never_fit_are_rejected_at_arrival():
     for spec in (too_long_for_budget, too_big_for_cache, fine):
         engine.add_request(spec)
     r = engine.requests
-    assert r["r0"].status is RequestStatus.REJECTED and "max_num_batched_tokens=64" in r["r0"].reason
+    assert (
+        r["r0"].status is RequestStatus.REJECTED and "max_num_batched_tokens=64" in r["r0"].reason
+    )
     assert r["r1"].status is RequestStatus.REJECTED and "KV blocks" in r["r1"].reason
     assert r["r2"].status is RequestStatus.WAITING
 

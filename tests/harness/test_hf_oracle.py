@@ -66,7 +66,11 @@ def _save_random_checkpoint(kind: str, path) -> torch.nn.Module:
     if kind == "qwen2":  # make the q/k/v biases matter
         with torch.no_grad():
             for layer in hf.model.layers:
-                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                for proj in (
+                    layer.self_attn.q_proj,
+                    layer.self_attn.k_proj,
+                    layer.self_attn.v_proj,
+                ):
                     proj.bias.normal_(0, 0.1)
     hf.save_pretrained(path)
     return hf

@@ -19,7 +19,9 @@ ops = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops=ops, num_gpu=st.integers(1, 40), num_cpu=st.integers(0, 40), bs=st.sampled_from([1, 4, 16]))
+@given(
+    ops=ops, num_gpu=st.integers(1, 40), num_cpu=st.integers(0, 40), bs=st.sampled_from([1, 4, 16])
+)
 def test_random_operations_keep_pools_consistent(ops, num_gpu, num_cpu, bs):
     kv = KVCacheManager(num_gpu, bs, num_cpu)
     tokens: dict[str, int] = {}

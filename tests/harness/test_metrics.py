@@ -31,7 +31,12 @@ def test_latencies_throughput_and_goodput():
     ]
     df = requests_frame(reqs)
     s = summarize(df, _steps(3), slo={"ttft_s": 0.8, "tpot_s": 0.1})
-    assert (s["num_requests"], s["num_finished"], s["num_rejected"], s["num_aborted"]) == (3, 2, 1, 0)
+    assert (s["num_requests"], s["num_finished"], s["num_rejected"], s["num_aborted"]) == (
+        3,
+        2,
+        1,
+        0,
+    )
     assert s["duration_s"] == pytest.approx(4.0)  # first arrival 0 -> last token 4
     assert s["output_throughput_tok_s"] == pytest.approx(4 / 4.0)
     assert s["total_throughput_tok_s"] == pytest.approx((4 + 8) / 4.0)
