@@ -9,7 +9,7 @@ from workloads.base import ARRIVALS, LENGTHS, Workload
 from workloads.errors import WorkloadError
 from workloads.lengths import sample_lengths
 from workloads.table import RequestTable
-from workloads.transforms import clip
+from workloads.transforms import check_clip_mode, clip
 
 
 class SyntheticWorkload(Workload):
@@ -30,6 +30,7 @@ class SyntheticWorkload(Workload):
             raise WorkloadError(f"workload.num_requests must be >= 1, got {num_requests}")
         self.num_requests = num_requests
         self.arrival, self.prompt_len, self.output_len = arrival, prompt_len, output_len
+        check_clip_mode(clip)
         self.seed_offset, self.clip = seed_offset, clip
 
     def load(self, seed: int, max_model_len: int) -> RequestTable:

@@ -18,7 +18,7 @@ from workloads.base import ARRIVALS, SAMPLING, Workload
 from workloads.errors import WorkloadError
 from workloads.readers import read_trace, resolve_path
 from workloads.table import RequestTable
-from workloads.transforms import clip, in_window, random_subset, rescale, thin
+from workloads.transforms import check_clip_mode, clip, in_window, random_subset, rescale, thin
 
 
 class TraceWorkload(Workload):
@@ -67,6 +67,7 @@ class TraceWorkload(Workload):
         self.start_s, self.duration_s = float(start_s), duration_s
         self.sample_fraction, self.sample_requests = sample_fraction, sample_requests
         self.max_requests, self.time_scale, self.target_rate = max_requests, time_scale, target_rate
+        check_clip_mode(clip)
         self.clip, self.sort = clip, sort
         self.reader_options = {"models": models, "log_types": log_types, "failed": failed}
         self.prefix_block_tokens, self.seed_offset = prefix_block_tokens, seed_offset

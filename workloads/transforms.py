@@ -55,12 +55,16 @@ def rescale(
     return arrival_s * factor, factor
 
 
+def check_clip_mode(mode: str) -> None:
+    if mode not in CLIP_MODES:
+        raise WorkloadError(f"workload.clip={mode!r}: use one of {', '.join(CLIP_MODES)}")
+
+
 def clip(table: RequestTable, max_model_len: int, mode: str, stats: dict) -> RequestTable:
     """Fit each request in `max_model_len` (prompt + output tokens) by `mode`:
     truncate (shorten the prompt, then the output), drop, or none (left for the engine to
     reject). Requests with an empty prompt are dropped. Counts go into `stats`."""
-    if mode not in CLIP_MODES:
-        raise WorkloadError(f"workload.clip={mode!r}: use one of {', '.join(CLIP_MODES)}")
+    check_clip_mode(mode)
     empty = table.prompt_tokens < 1
     stats["num_dropped_empty_prompt"] = int(empty.sum())
     table = table.take(~empty)

@@ -51,9 +51,12 @@ def csv_batches(
     convert = pcsv.ConvertOptions(
         include_columns=list(types), column_types=types, strings_can_be_null=False
     )
-    reader = pcsv.open_csv(
-        path, read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES), convert_options=convert
-    )
+    try:  # open_csv converts the first batch already
+        reader = pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES), convert_options=convert
+        )
+    except pa.ArrowInvalid as exc:
+        raise_first_bad_row(path, checks, 0, fallback=str(exc))
     start = 0
     while True:
         try:
