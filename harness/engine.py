@@ -341,6 +341,7 @@ class Engine:
             start_s=start_s,
             duration_s=end_s - start_s,
             host_time_s=host_done_s - start_s,
+            device_time_s=getattr(self.executor, "last_device_time_s", None),
             num_prefill_tokens=num_tokens - num_decode,
             num_decode_tokens=num_decode,
             num_padding_tokens=num_padding_tokens,

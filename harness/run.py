@@ -111,7 +111,8 @@ def run(cfg: DictConfig, output_dir: Path | None, names: dict[str, str] | None =
     num_gpu_blocks, num_cpu_blocks = _num_blocks(cfg, device, dtype, args, model)
     executor = ModelRunner(
         model, num_gpu_blocks, num_cpu_blocks, cfg.budget.block_size,
-        backend=_backend(device), seed=cfg.seed,
+        backend=_backend(device), seed=cfg.seed, cuda_graphs=not cfg.engine.enforce_eager,
+        max_num_seqs=cfg.budget.max_num_seqs, max_model_len=max_model_len,
     )  # fmt: skip
     kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
     limits = Limits(cfg.budget.max_num_batched_tokens, cfg.budget.max_num_seqs, max_model_len)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from harness.executors.base import Batch
+from harness.executors.cuda_graphs import DecodeGraphs
 from harness.models.attention import AttentionMetadata, TorchAttention
 from harness.models.llama import LlamaModel
 from kernels.kv_swap import swap_blocks_ref
@@ -33,6 +34,9 @@ class ModelRunner:
         block_size: int,
         backend=None,
         seed: int = 0,
+        cuda_graphs: bool = False,
+        max_num_seqs: int = 256,
+        max_model_len: int | None = None,
     ) -> None:
         self.model = model
         p = next(model.parameters())
@@ -47,12 +51,55 @@ class ModelRunner:
             kv_cache_shape(model, num_cpu_blocks, block_size), dtype=self.dtype, pin_memory=pin
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.graphs = None
+        if cuda_graphs and self.device.type == "cuda":
+            self.graphs = DecodeGraphs(
+                model, self.kv_cache, self.backend, max_num_seqs,
+                max_model_len or model.args.max_position_embeddings, block_size,
+            )  # fmt: skip
+            self.graphs.capture()
+        timed = self.device.type == "cuda"
+        self._events = (
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            if timed
+            else None
+        )
+        self.last_device_time_s: float | None = None  # the last step's forward + sampling on device
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def execute(self, batch: Batch) -> np.ndarray:
+        if self._events:
+            self._events[0].record()
+        if self._use_graph(batch):
+            logits = self.graphs.run(batch)[self._tensor(batch.logits_indices)]
+        else:
+            logits = self._eager_logits(batch)
+        if logits is None:
+            sampled = np.empty(0, dtype=np.int64)
+        else:
+            sampled = sample(logits, batch.temperature, batch.top_p, self.generator)
+        if self._events:
+            self._events[1].record()
+        if logits is not None:
+            sampled = sampled.cpu().numpy()  # the step's one host synchronisation
+        if self._events:
+            self._events[1].synchronize()
+            self.last_device_time_s = self._events[0].elapsed_time(self._events[1]) / 1e3
+        return sampled
+
+    def _use_graph(self, batch: Batch) -> bool:
+        return (
+            self.graphs is not None
+            and batch.max_query_len == 1
+            and batch.num_padding_tokens == 0
+            and self.graphs.bucket(batch.num_seqs) is not None
+            and batch.max_seq_len <= self.graphs.max_model_len
+        )
+
+    def _eager_logits(self, batch: Batch) -> torch.Tensor | None:
         meta = AttentionMetadata(
             slot_mapping=self._tensor(batch.slot_mapping),
             query_start_loc=self._tensor(batch.query_start_loc),
@@ -67,17 +114,29 @@ class ModelRunner:
             self.backend,
         )  # fmt: skip  # [num_tokens, hidden_size]
         if len(batch.logits_indices) == 0:
-            return np.empty(0, dtype=np.int64)
-        logits = self.model.compute_logits(hidden[self._tensor(batch.logits_indices)])
-        return sample(logits, batch.temperature, batch.top_p, self.generator).cpu().numpy()
+            return None
+        return self.model.compute_logits(hidden[self._tensor(batch.logits_indices)])
 
     def swap_out(self, pairs: list[tuple[int, int]]) -> None:
-        src, dst = zip(*pairs, strict=True)
-        swap_blocks_ref(self.kv_cache, self.cpu_cache, torch.tensor(src), torch.tensor(dst))
+        self._swap(pairs, self.kv_cache, self.cpu_cache)
 
     def swap_in(self, pairs: list[tuple[int, int]]) -> None:
-        src, dst = zip(*pairs, strict=True)
-        swap_blocks_ref(self.cpu_cache, self.kv_cache, torch.tensor(src), torch.tensor(dst))
+        self._swap(pairs, self.cpu_cache, self.kv_cache)
+
+    def _swap(self, pairs, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Copy whole blocks of every layer; on cuda a batched copy on its own stream, finished
+        before returning (the freed or filled blocks are used by the very next step)."""
+        src_ids = torch.tensor([p[0] for p in pairs])
+        dst_ids = torch.tensor([p[1] for p in pairs])
+        if self.device.type != "cuda":
+            swap_blocks_ref(src, dst, src_ids, dst_ids)
+            return
+        from kernels.kv_swap import swap_blocks
+
+        stream = self._swap_stream = getattr(self, "_swap_stream", None) or torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())  # the last step's cache writes are done
+        swap_blocks(src, dst, src_ids, dst_ids, stream=stream)
+        stream.synchronize()
 
 
 def sample(
