@@ -86,8 +86,18 @@ def _num_blocks(cfg: DictConfig, device, dtype, args: ModelArgs, runner_model) -
     return num_gpu, num_cpu
 
 
-def run(cfg: DictConfig, output_dir: Path | None, names: dict[str, str] | None = None) -> RunResult:
-    """Serve `cfg.workload` with `cfg.policy`; write results to `output_dir` via `cfg.logger`."""
+def run(
+    cfg: DictConfig,
+    output_dir: Path | None,
+    names: dict[str, str] | None = None,
+    specs: list | None = None,
+    model=None,
+) -> RunResult:
+    """Serve `cfg.workload` with `cfg.policy`; write results to `output_dir` via `cfg.logger`.
+
+    `specs` (a prebuilt request list) replaces the workload; `model` (already built, matching
+    `cfg.model`) skips building one: benchmarks use both to run many configs on one model.
+    """
     validate(cfg)
     names = names or {}
     device = resolve_device(cfg.engine.kind)
@@ -102,12 +112,14 @@ def run(cfg: DictConfig, output_dir: Path | None, names: dict[str, str] | None =
     policy = instantiate_node(cfg, "policy")
     workload = instantiate_node(cfg, "workload")
     logger = instantiate_node(cfg, "logger")
-    specs = workload.build(seed=cfg.seed, vocab_size=args.vocab_size, max_model_len=max_model_len)
+    if specs is None:
+        specs = workload.build(seed=cfg.seed, vocab_size=args.vocab_size, max_model_len=max_model_len)
 
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)
     torch.manual_seed(cfg.seed)
-    model = build_model(preset, cfg.model.path, device, dtype, seed=cfg.model.seed)
+    if model is None:
+        model = build_model(preset, cfg.model.path, device, dtype, seed=cfg.model.seed)
     num_gpu_blocks, num_cpu_blocks = _num_blocks(cfg, device, dtype, args, model)
     executor = ModelRunner(
         model, num_gpu_blocks, num_cpu_blocks, cfg.budget.block_size,

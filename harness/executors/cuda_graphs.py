@@ -1,0 +1,96 @@
+"""CUDA graphs for decode-only steps: one graph per batch-size bucket, replayed on static buffers.
+
+A decode step of n sequences runs the graph of the smallest bucket >= n; the extra rows are
+padding (slot -1: nothing stored; seq_len 0: attention returns zeros) and their logits are
+dropped. Mixed prefill/decode steps run eagerly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from harness.models.attention import AttentionMetadata
+
+
+def capture_sizes(max_num_seqs: int) -> list[int]:
+    """vLLM-style buckets: 1, 2, 4, 8, then every 16 up to max_num_seqs (always included)."""
+    sizes = [s for s in (1, 2, 4, 8) if s < max_num_seqs]
+    sizes += list(range(16, max_num_seqs, 16)) + [max_num_seqs]
+    return sorted(set(sizes))
+
+
+class DecodeGraphs:
+    """Static input buffers + one captured forward (to logits) per bucket."""
+
+    def __init__(
+        self, model, kv_cache, backend, max_num_seqs: int, max_model_len: int, block_size: int
+    ):
+        self.model, self.kv_cache, self.backend = model, kv_cache, backend
+        self.max_model_len = max_model_len
+        dev = kv_cache.device
+        n, width = max_num_seqs, -(-max_model_len // block_size)
+        self.input_ids = torch.zeros(n, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(n, dtype=torch.long, device=dev)
+        self.slot_mapping = torch.full((n,), -1, dtype=torch.long, device=dev)
+        self.seq_lens = torch.zeros(n, dtype=torch.int32, device=dev)
+        self.block_tables = torch.zeros((n, width), dtype=torch.int32, device=dev)
+        self.query_start_loc = torch.arange(n + 1, dtype=torch.int32, device=dev)
+        self.sizes = capture_sizes(max_num_seqs)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.logits: dict[int, torch.Tensor] = {}
+
+    def _meta(self, bs: int) -> AttentionMetadata:
+        return AttentionMetadata(
+            slot_mapping=self.slot_mapping[:bs], query_start_loc=self.query_start_loc[: bs + 1],
+            seq_lens=self.seq_lens[:bs], block_tables=self.block_tables[:bs], max_query_len=1,
+            max_seq_len=self.max_model_len, is_decode_only=True,
+        )  # fmt: skip
+
+    def _forward(self, bs: int) -> torch.Tensor:
+        hidden = self.model(
+            self.input_ids[:bs], self.positions[:bs], self.kv_cache, self._meta(bs), self.backend
+        )
+        return self.model.compute_logits(hidden)  # [bs, vocab] float32
+
+    @torch.inference_mode()
+    def capture(self) -> None:
+        """Capture every bucket, largest first so the smaller ones reuse its memory pool."""
+        pool = None
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for bs in reversed(self.sizes):
+                self._forward(bs)  # warm-up: Triton compiles, allocator settles
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool, stream=stream):
+                    self.logits[bs] = self._forward(bs)
+                pool = graph.pool()
+                self.graphs[bs] = graph
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+
+    def bucket(self, num_seqs: int) -> int | None:
+        for bs in self.sizes:
+            if bs >= num_seqs:
+                return bs
+        return None
+
+    def run(self, batch) -> torch.Tensor:
+        """Replay the bucket's graph for a decode-only batch; returns [num_seqs, vocab] logits."""
+        n = batch.num_seqs
+        bs = self.bucket(n)
+        width = batch.block_tables.shape[1]
+        self._load(self.input_ids, batch.input_ids, n, bs, 0)
+        self._load(self.positions, batch.positions, n, bs, 0)
+        self._load(self.slot_mapping, batch.slot_mapping, n, bs, -1)
+        self._load(self.seq_lens, batch.seq_lens, n, bs, 0)
+        self.block_tables[:n, :width].copy_(torch.from_numpy(batch.block_tables), non_blocking=True)
+        self.graphs[bs].replay()
+        return self.logits[bs][:n]
+
+    @staticmethod
+    def _load(buf: torch.Tensor, values: np.ndarray, n: int, bs: int, pad: int) -> None:
+        buf[:n].copy_(torch.from_numpy(values), non_blocking=True)
+        if bs > n:
+            buf[n:bs].fill_(pad)
