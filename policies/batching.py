@@ -130,12 +130,17 @@ def swap_in_swapped(plan: StepPlan, tokens: TokensFn, chunked: bool = False) -> 
     return True
 
 
-def admit_waiting(plan: StepPlan, tokens: TokensFn, skip_ahead: bool = False) -> None:
-    """Admit waiting requests in queue order, `tokens(plan, r)` each (0: does not fit), while
-    seats, the token budget and the KV cache (keeping the watermark) allow. The first request
-    that does not fit blocks those behind it unless `skip_ahead`."""
+def admit_waiting(
+    plan: StepPlan,
+    tokens: TokensFn,
+    skip_ahead: bool = False,
+    queue: Iterable[RequestView] | None = None,
+) -> None:
+    """Admit waiting requests in `queue` order (default: the engine's), `tokens(plan, r)` each
+    (0: does not fit), while seats, the token budget and the KV cache (keeping the watermark)
+    allow. The first request that does not fit blocks those behind it unless `skip_ahead`."""
     reserve = plan.view.watermark_blocks
-    for request in plan.view.waiting:
+    for request in plan.view.waiting if queue is None else queue:
         if plan.num_seats_left < 1:
             return
         n = tokens(plan, request)
