@@ -232,9 +232,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--include-incomplete", action="store_true", help="keep interrupted runs")
     args = parser.parse_args(argv)
     out = args.out or (args.dirs[0] if len(args.dirs) == 1 else Path("report"))
-    warnings.simplefilter("always", SkippedRun)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    table = write_report(args.dirs, out, args.max_timelines, args.include_incomplete)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = write_report(args.dirs, out, args.max_timelines, args.include_incomplete)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     print(f"{len(table)} runs -> {out / 'report.md'}", file=sys.stderr)
 
 
