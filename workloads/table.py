@@ -16,8 +16,8 @@ class RequestTable:
     """Requests as parallel arrays; `arrival_s` is None for a length-only trace."""
 
     arrival_s: np.ndarray | None  # [n] float64 seconds (absolute in a chunk, from 0 once built)
-    prompt_tokens: np.ndarray  # [n] int64
-    output_tokens: np.ndarray  # [n] int64
+    prompt_tokens: np.ndarray  # [n] int32 (CSV readers) or int64
+    output_tokens: np.ndarray  # [n] same dtype as prompt_tokens
     hash_ids: list[np.ndarray] | None = None  # Mooncake: per request, one id per prefix block
     tenants: np.ndarray | None = None  # [n] str (BurstGPT: the model), else "default"
 

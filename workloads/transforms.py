@@ -67,11 +67,12 @@ def clip(table: RequestTable, max_model_len: int, mode: str, stats: dict) -> Req
     check_clip_mode(mode)
     empty = table.prompt_tokens < 1
     stats["num_dropped_empty_prompt"] = int(empty.sum())
-    table = table.take(~empty)
+    if empty.any():
+        table = table.take(~empty)
     too_long = table.prompt_tokens + table.output_tokens > max_model_len
     stats["num_too_long"] = int(too_long.sum())
     stats["num_clipped"] = stats["num_dropped"] = 0
-    if mode == "drop":
+    if mode == "drop" and too_long.any():
         stats["num_dropped"] = int(too_long.sum())
         return table.take(~too_long)
     if mode == "truncate" and too_long.any():

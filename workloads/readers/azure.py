@@ -18,6 +18,7 @@ from workloads.errors import WorkloadError
 from workloads.readers.csv_common import (
     SortCheck,
     check_count,
+    counts,
     csv_batches,
     line_of_row,
     raise_first_bad_row,
@@ -78,8 +79,8 @@ def read_azure(
             stats["num_rows"] = stats.get("num_rows", 0) + len(times)
         yield RequestTable(
             arrival_s=times,
-            prompt_tokens=cols["ContextTokens"].to_numpy(zero_copy_only=False),
-            output_tokens=cols["GeneratedTokens"].to_numpy(zero_copy_only=False),
+            prompt_tokens=counts(cols["ContextTokens"]),
+            output_tokens=counts(cols["GeneratedTokens"]),
         )
     if zoned is None:
         raise WorkloadError("empty trace", path)

@@ -16,6 +16,7 @@ from workloads.readers.csv_common import (
     SortCheck,
     check_count,
     check_seconds,
+    counts,
     csv_batches,
     line_of_row,
     read_header,
@@ -63,7 +64,7 @@ def read_burstgpt(
             keep &= pc.is_in(cols["Log Type"], pa.array(list(log_types))).to_numpy(
                 zero_copy_only=False
             )
-        outputs = cols["Response tokens"].to_numpy(zero_copy_only=False)
+        outputs = counts(cols["Response tokens"])
         is_failed = keep & (outputs == 0)
         stats["num_rows"] += len(times)
         stats["num_filtered_out"] += int((~keep).sum())
@@ -73,7 +74,7 @@ def read_burstgpt(
         index = np.flatnonzero(keep)
         yield RequestTable(
             arrival_s=times[index] - t0,
-            prompt_tokens=cols["Request tokens"].to_numpy(zero_copy_only=False)[index],
+            prompt_tokens=counts(cols["Request tokens"])[index],
             output_tokens=np.maximum(outputs[index], 1),  # a kept failure still answers a token
             tenants=cols["Model"].to_numpy(zero_copy_only=False)[index].astype(str),
         )

@@ -13,6 +13,7 @@ from workloads.readers.csv_common import (
     SortCheck,
     check_count,
     check_seconds,
+    counts,
     csv_batches,
     line_of_row,
     read_header,
@@ -47,6 +48,6 @@ def read_vidur(
             stats["num_rows"] = stats.get("num_rows", 0) + len(cols["num_prefill_tokens"])
         yield RequestTable(
             arrival_s=times,
-            prompt_tokens=cols["num_prefill_tokens"].to_numpy(zero_copy_only=False),
-            output_tokens=cols["num_decode_tokens"].to_numpy(zero_copy_only=False),
+            prompt_tokens=counts(cols["num_prefill_tokens"]),
+            output_tokens=counts(cols["num_decode_tokens"]),
         )

@@ -1,0 +1,112 @@
+"""Statistics and a picture of a workload, without running it: counts, rates, burstiness
+(CV of inter-arrival gaps) and length percentiles; arrivals over time and length histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from workloads.table import RequestTable
+from workloads.transforms import mean_rate
+
+PERCENTILES = (50, 90, 99)
+
+
+def summarize(table: RequestTable) -> dict:
+    """Count, duration, mean rate, inter-arrival CV and length statistics of `table`."""
+    t = table.arrival_s
+    gaps = np.diff(t)
+    out = {
+        "num_requests": len(table),
+        "duration_s": float(t[-1] - t[0]) if len(t) else 0.0,
+        "mean_rate_req_s": mean_rate(t),
+        "interarrival_cv": float(gaps.std() / gaps.mean())
+        if len(gaps) and gaps.mean() > 0
+        else None,
+    }
+    for name, values in (("prompt", table.prompt_tokens), ("output", table.output_tokens)):
+        out[f"{name}_tokens"] = {
+            "mean": float(values.mean()),
+            **{f"p{q}": float(np.percentile(values, q)) for q in PERCENTILES},
+            "max": int(values.max()),
+        }
+    return out
+
+
+def format_summary(title: str, summary: dict, stats: dict) -> str:
+    """The summary as aligned text lines, then the loader's counts (clipped, dropped, ...)."""
+    rate, cv = summary["mean_rate_req_s"], summary["interarrival_cv"]
+    lines = [
+        title,
+        f"  requests            {summary['num_requests']}",
+        f"  duration            {summary['duration_s']:.1f} s",
+        f"  mean rate           {rate:.3f} req/s" if rate else "  mean rate           -",
+        f"  inter-arrival CV    {cv:.3f}" if cv is not None else "  inter-arrival CV    -",
+        "  tokens              mean      " + "".join(f"p{q:<8}" for q in PERCENTILES) + "max",
+    ]
+    for name in ("prompt", "output"):
+        s = summary[f"{name}_tokens"]
+        cols = "".join(f"{s[f'p{q}']:<9.0f}" for q in PERCENTILES)
+        lines.append(f"    {name:<17} {s['mean']:<9.1f} {cols}{s['max']}")
+    counts = {k: v for k, v in stats.items() if k.startswith("num_") and k != "num_requests"}
+    if counts:
+        lines.append("  loading: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return "\n".join(lines)
+
+
+def plot(table: RequestTable, title: str, path: Path, stats: dict | None = None) -> Path:
+    """A PNG: arrival rate over time on top, prompt and output length histograms below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(11, 7), layout="constrained")
+    grid = fig.add_gridspec(2, 2)
+    ax = fig.add_subplot(grid[0, :])
+    t = table.arrival_s
+    span = max(float(t[-1]), 1e-9)
+    bin_s = _nice_bin(span)
+    edges = np.arange(0.0, span + bin_s, bin_s)  # the last bin may be only partly covered
+    counts, _ = np.histogram(t, bins=edges)
+    ax.stairs(counts / bin_s, edges, color="tab:blue", lw=1.2)
+    ax.axhline(
+        len(t) / span, color="tab:red", ls="--", lw=1, label=f"mean {len(t) / span:.2f} req/s"
+    )
+    ax.set(xlabel="time since first arrival (s)", ylabel=f"arrivals/s ({bin_s:g} s bins)")
+    ax.set_title("Arrivals over time", loc="left")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    for col, (name, values, color) in enumerate(
+        (
+            ("Prompt", table.prompt_tokens, "tab:green"),
+            ("Output", table.output_tokens, "tab:orange"),
+        )
+    ):
+        ax = fig.add_subplot(grid[1, col])
+        lo, hi = int(values.min()), int(values.max())
+        bins = np.arange(lo, hi + 2) - 0.5 if hi - lo < 120 else 60  # integer-aligned when narrow
+        ax.hist(values, bins=bins, color=color, alpha=0.85)
+        p50, p99 = np.percentile(values, [50, 99])
+        for q, v, ls in (("p50", p50, "-"), ("p99", p99, ":")):
+            ax.axvline(v, color="black", ls=ls, lw=1, label=f"{q} = {v:.0f}")
+        ax.set(xlabel=f"{name.lower()} tokens", ylabel="requests")
+        clipped = (stats or {}).get("num_clipped") if name == "Prompt" else 0
+        note = f" ({clipped} requests clipped to max_model_len)" if clipped else ""
+        ax.set_title(f"{name} lengths{note}", loc="left")
+        ax.legend(loc="upper right")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=13)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _nice_bin(span_s: float) -> float:
+    """A round bin width giving roughly 50-150 bins over `span_s`."""
+    for width in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800):
+        if span_s / width <= 150:
+            return float(width)
+    return 3600.0
