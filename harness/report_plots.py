@@ -145,6 +145,21 @@ def _maybe_log(ax, values: pd.Series) -> None:
     v = v[np.isfinite(v) & (v > 0)]
     if v.size and v.max() / v.min() > 20:
         ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
+
+
+def plain_log_ticks(axis) -> None:
+    """Tick labels `20`, `50`, `100` rather than `5x10^1` on a log axis (1-2-5 only)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(v, _):
+        if v <= 0:
+            return ""
+        mantissa = round(v / 10 ** np.floor(np.log10(v)), 6)
+        return f"{v:g}" if mantissa in (1.0, 2.0, 5.0) else ""
+
+    axis.set_major_formatter(FuncFormatter(label))
+    axis.set_minor_formatter(FuncFormatter(label))
 
 
 def _latencies(requests: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -189,6 +204,7 @@ def plot_cdfs(df: pd.DataFrame, path: Path, title: str) -> bool:
         xs = np.concatenate([ln.get_xdata() for ln in lines]) if lines else np.empty(0)
         if xs.size and xs.min() > 0 and xs.max() / xs.min() > 50:
             ax.set_xscale("log")
+            plain_log_ticks(ax.xaxis)
     axes[0, 0].legend(title="policy", fontsize=8, loc="lower right")
     fig.suptitle(f"Latency CDFs (dotted: P99){f' — {title}' if title else ''}")
     if drawn:
