@@ -59,7 +59,7 @@ def test_swap_rejects_bad_inputs():
         swap_blocks(a, a.clone(), ids, ids, mode="fast")
 
 
-@pytest.mark.parametrize("mode", ["staged", "zero_copy"])
+@pytest.mark.parametrize("mode", ["staged", "zero_copy", "auto"])
 @pytest.mark.parametrize("n,contiguous", [(1, False), (64, True), (64, False), (300, True)])
 def test_swap_gpu_host_roundtrip_gpu(gen, mode, n, contiguous):
     """Out to pinned host and back in, bit for bit, on a side stream."""

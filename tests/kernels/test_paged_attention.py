@@ -115,6 +115,16 @@ def test_extend_tile_shapes_agree(gen, block_q, slack):
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extend_routes_leading_decode_rows(gen, dtype):
+    """num_decode_seqs: the leading one-token sequences go through the decode kernel."""
+    decode_lens = _decode_lens(gen, 16, max_len=200, num_seqs=3)
+    q_lens, seq_lens = _extend_lens(gen, 16, max_prefix=80, max_chunk=40)
+    q_lens, seq_lens = [1] * 3 + q_lens, decode_lens + seq_lens
+    _run_extend(gen, 64, 4, 16, dtype, q_lens, seq_lens, num_decode_seqs=3)
+
+
+@needs_kernels
 def test_extend_decode_rows_only(gen):
     lens = _decode_lens(gen, 32, max_len=150, num_seqs=4)
     _run_extend(gen, 128, 4, 32, torch.bfloat16, [1] * len(lens), lens)
@@ -160,6 +170,14 @@ def test_extend_matches_ref_gpu(gen, head_dim, group, block_size, dtype, max_pre
     _run_extend(gen, head_dim, group, block_size, dtype, q_lens, seq_lens)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extend_routes_leading_decode_rows_gpu(gen, dtype):
+    decode_lens = _decode_lens(gen, 16, max_len=4096, num_seqs=40)
+    q_lens, seq_lens = _extend_lens(gen, 16, max_prefix=3072, max_chunk=1024)
+    q_lens, seq_lens = [1] * 40 + q_lens, decode_lens + seq_lens
+    _run_extend(gen, 128, 4, 16, dtype, q_lens, seq_lens, num_decode_seqs=40)
+
+
 @pytest.mark.parametrize("num_splits", [1, 2, 5, 16, 64])
 def test_decode_split_counts_gpu(gen, num_splits):
     lens = _decode_lens(gen, 16, max_len=4096, num_seqs=5)
@@ -177,7 +195,7 @@ def test_decode_cuda_graph_replay(gen):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         paged_decode_attention(*args, max_seq_len=4096, out=out)
-    batch.seq_lens.copy_(torch.tensor([5, 2048, 3999, 1]))
+    batch.seq_lens.copy_(torch.tensor([5, 2999, 16, 1]))  # within each sequence's blocks
     batch.query.normal_()
     out.fill_(float("nan"))
     graph.replay()
@@ -187,6 +205,7 @@ def test_decode_cuda_graph_replay(gen):
 
 
 for _test in (test_decode_matches_ref_gpu, test_extend_matches_ref_gpu,
-              test_decode_split_counts_gpu, test_decode_cuda_graph_replay):  # fmt: skip
+              test_extend_routes_leading_decode_rows_gpu, test_decode_split_counts_gpu,
+              test_decode_cuda_graph_replay):  # fmt: skip
     for _mark in gpu:
         _mark(_test)
