@@ -39,7 +39,9 @@ class ManualClock:
         self.t = max(self.t, t)
 
 
-def make_specs(prompt_lens, output_lens, vocab_size=256, seed=0, arrivals=None) -> list[RequestSpec]:
+def make_specs(
+    prompt_lens, output_lens, vocab_size=256, seed=0, arrivals=None
+) -> list[RequestSpec]:
     """Requests with seeded random prompt ids; all at t=0 unless `arrivals` is given."""
     rng = np.random.default_rng(seed)
     arrivals = arrivals if arrivals is not None else [0.0] * len(prompt_lens)
@@ -54,9 +56,11 @@ def make_specs(prompt_lens, output_lens, vocab_size=256, seed=0, arrivals=None) 
     ]
 
 
-def make_model(args: ModelArgs = TEST_ARGS, seed: int = 0, std: float = 0.02) -> LlamaModel:
+def make_model(
+    args: ModelArgs = TEST_ARGS, seed: int = 0, std: float = 0.02, device: str = "cpu"
+) -> LlamaModel:
     torch.manual_seed(seed)
-    model = LlamaModel(args).float()
+    model = LlamaModel(args).float().to(device)
     init_random_weights(model, seed, std=std)
     return model.eval()
 
@@ -71,10 +75,11 @@ def make_engine(
     max_num_seqs: int = 16,
     clock=None,
     watermark: float = 0.0,
+    backend=None,
 ) -> Engine:
-    """A real engine (tiny model, torch reference kernels) with a manual clock."""
+    """A real engine (tiny model; torch reference kernels unless `backend`) with a manual clock."""
     model = model or make_model()
-    runner = ModelRunner(model, num_gpu_blocks, num_cpu_blocks, block_size)
+    runner = ModelRunner(model, num_gpu_blocks, num_cpu_blocks, block_size, backend=backend)
     kv = KVCacheManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
     limits = Limits(max_num_batched_tokens, max_num_seqs, model.args.max_position_embeddings)
     return Engine(policy, runner, kv, limits, clock or ManualClock(tick=1e-3), Recorder())
@@ -90,6 +95,9 @@ def run_to_completion(engine: Engine, specs, max_steps: int = 10_000) -> None:
         assert engine.step(), "the policy stalled"
         engine.kv.check_invariants()
     raise AssertionError("did not finish")
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.models.attention import TritonAttention
 from harness.models.loader import ModelLoadError, build_model
 from policies.base import Decision, Policy, SchedulerView
-from tests.conftest import make_engine, make_specs, run_to_completion
+from tests.conftest import make_engine, make_specs, requires_cuda, run_to_completion
 
 transformers = pytest.importorskip("transformers")
 
@@ -77,7 +78,7 @@ def _save_random_checkpoint(kind: str, path) -> torch.nn.Module:
 
 
 def _hf_greedy(hf, prompt: tuple[int, ...], n: int) -> list[int]:
-    ids = torch.tensor([prompt])
+    ids = torch.tensor([prompt], device=hf.device)
     out = hf.generate(
         ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
         do_sample=False, pad_token_id=0, eos_token_id=None,
@@ -85,16 +86,22 @@ def _hf_greedy(hf, prompt: tuple[int, ...], n: int) -> list[int]:
     return out[0, len(prompt) :].tolist()
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, requires_cuda])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_engine_matches_hf_generate(kind, tmp_path):
-    hf = _save_random_checkpoint(kind, tmp_path)
-    model = build_model("tiny", str(tmp_path), torch.device("cpu"), torch.float32)
+def test_engine_matches_hf_generate(kind, device, tmp_path):
+    """fp32 on both devices; on cuda through the Triton kernels (and HF on the GPU too)."""
+    hf = _save_random_checkpoint(kind, tmp_path).to(device)
+    model = build_model("tiny", str(tmp_path), torch.device(device), torch.float32)
+    backend = TritonAttention() if device == "cuda" else None
     prompt_lens = [1, 5, 16, 17, 33, 70, 129]
     output_lens = [9, 12, 7, 20, 5, 16, 11]
     specs = make_specs(prompt_lens, output_lens, vocab_size=256, seed=1)
     engine = make_engine(
         OddChunks(chunk=7), model=model, num_gpu_blocks=64, block_size=16,
-        max_num_batched_tokens=24, max_num_seqs=8,
+        max_num_batched_tokens=24, max_num_seqs=8, backend=backend,
     )  # fmt: skip
     run_to_completion(engine, specs)
     steps = engine.recorder.steps_frame()

@@ -1,0 +1,331 @@
+"""`python -m harness.bench SECTION... --out DIR`: the engine's speed on one GPU, with a peer.
+
+Sections (each writes `DIR/<section>.json` and prints a line per figure):
+  ceilings  device copy bandwidth (read + write) and bf16 matmul rate
+  offline   ShareGPT lengths, all requests at t=0, forced output lengths (vLLM's filter)
+  peers     the same requests (a subset) through HF transformers continuous batching and
+            static `generate` with padding, and through this engine, in the same process
+  roofline  a decode step at batch 256 x context 1k against (weights + KV bytes) / copy
+            bandwidth; an 8k-token prefill against the bf16 matmul rate
+  load      the bursty workload at three arrival rates for fcfs, chunked_prefill, preempt_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness.request import RequestSpec
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from harness.config import register
+
+    register()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def sharegpt_specs(path: str, n: int, vocab_size: int, seed: int = 0) -> list[RequestSpec]:
+    """vLLM's ShareGPT filter (4 <= prompt <= 1024, output >= 4, prompt + output <= 2048),
+    a seeded sample of n, random prompt ids, every request at t=0."""
+    df = pd.read_csv(path)
+    p, o = df["num_prefill_tokens"].to_numpy(), df["num_decode_tokens"].to_numpy()
+    keep = (p >= 4) & (p <= 1024) & (o >= 4) & (p + o <= 2048)
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(np.flatnonzero(keep), size=n, replace=False)
+    return [
+        RequestSpec(
+            f"s{i:05d}", 0.0, tuple(rng.integers(0, vocab_size, int(p[r])).tolist()), int(o[r])
+        )
+        for i, r in enumerate(rows)
+    ]
+
+
+def _timed(fn, warmup: int = 3, iters: int = 10) -> float:
+    """Median seconds of `fn()` on the device (events around each call)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return float(np.median(times))
+
+
+def ceilings() -> dict:
+    x = torch.randn(2**28, device="cuda", dtype=torch.bfloat16)  # 512 MiB
+    y = torch.empty_like(x)
+    copy_s = _timed(lambda: y.copy_(x))
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    mm_s = _timed(lambda: a @ b)
+    return {
+        "copy_GBps": 2 * x.numel() * 2 / copy_s / 1e9,
+        "bf16_matmul_TFLOPs": 2 * 8192**3 / mm_s / 1e12,
+    }
+
+
+def _build_model(preset: str):
+    from harness.models.loader import build_model
+
+    return build_model(preset, None, torch.device("cuda"), torch.bfloat16, seed=0)
+
+
+def engine_run(model, specs, policy: str, *overrides: str) -> dict:
+    """One run of this engine on prebuilt requests; returns the summary (+ step stats)."""
+    from harness.run import run
+
+    cfg = compose(
+        f"policy={policy}", "engine=cuda", "logger=none", "engine.progress=false",
+        "engine.max_model_len=2048", *overrides,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    result = run(cfg, None, specs=specs, model=model)
+    s, steps = result.summary, result.steps
+    out = {k: s[k] for k in ("output_throughput_tok_s", "total_throughput_tok_s", "duration_s",
+                             "num_steps", "num_finished", "num_preemptions")}  # fmt: skip
+    out["p99_ttft_s"], out["p99_tpot_s"] = s["ttft_s"]["p99"], s["tpot_s"]["p99"]
+    out["wall_s_incl_setup"] = time.perf_counter() - t0
+    if len(steps):
+        host = steps["host_time_s"].to_numpy()
+        dur = steps["duration_s"].to_numpy()
+        out["host_share_of_step_mean"] = float((host / dur).mean())
+        dec = steps[(steps.num_prefill_tokens == 0) & (steps.num_decode_tokens >= 200)]
+        if len(dec):
+            out["host_share_decode_ge200"] = float((dec.host_time_s / dec.duration_s).mean())
+            out["decode_ge200_step_ms"] = float(dec.duration_s.median() * 1e3)
+    out["policy"], out["overrides"] = policy, list(overrides)
+    return out
+
+
+def offline(model, trace: str, n: int) -> dict:
+    specs = sharegpt_specs(trace, n, model.args.vocab_size)
+    res = {"num_requests": n, "output_tokens": sum(s.max_output_tokens for s in specs)}
+    for policy, budget in (("fcfs", 8192), ("chunked_prefill", 8192), ("chunked_prefill", 2048)):
+        key = f"{policy}_{budget}"
+        res[key] = engine_run(
+            model, specs, policy, f"budget.max_num_batched_tokens={budget}", "budget.max_num_seqs=256"
+        )
+        print(key, json.dumps(res[key]), flush=True)
+    return res
+
+
+def _hf_model(args):
+    import transformers
+
+    cfg = transformers.LlamaConfig(
+        vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+        intermediate_size=args.intermediate_size, num_hidden_layers=args.num_layers,
+        num_attention_heads=args.num_heads, num_key_value_heads=args.num_kv_heads,
+        head_dim=args.head_dim, max_position_embeddings=4096, rope_theta=args.rope_theta,
+        tie_word_embeddings=args.tie_word_embeddings,
+    )  # fmt: skip
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        hf = transformers.LlamaForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    return hf.eval()
+
+
+def hf_continuous(hf, specs) -> dict:
+    from transformers import GenerationConfig
+
+    gc_ = GenerationConfig(
+        max_new_tokens=max(s.max_output_tokens for s in specs), do_sample=False,
+        eos_token_id=None, pad_token_id=0,
+    )  # fmt: skip
+    manager = hf.init_continuous_batching(generation_config=gc_)
+    manager.start()
+    t0 = time.perf_counter()
+    for s in specs:
+        manager.add_request(list(s.prompt_ids), request_id=s.request_id, max_new_tokens=s.max_output_tokens)
+    tokens, done = 0, 0
+    while done < len(specs):
+        r = manager.get_result(timeout=60)
+        if r is None:
+            break
+        if r.is_finished():
+            done += 1
+            tokens += len(r.generated_tokens)
+    elapsed = time.perf_counter() - t0
+    manager.stop(block=True)
+    return {"output_tok_s": tokens / elapsed, "output_tokens": tokens, "finished": done, "s": elapsed}
+
+
+@torch.inference_mode()
+def hf_static(hf, specs, batch_size: int = 32) -> dict:
+    """Static batching: left-padded batches in arrival order, each decoding to its longest."""
+    t0, tokens = time.perf_counter(), 0
+    for i in range(0, len(specs), batch_size):
+        chunk = specs[i : i + batch_size]
+        width = max(len(s.prompt_ids) for s in chunk)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, s in enumerate(chunk):
+            ids[j, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
+            mask[j, width - len(s.prompt_ids) :] = 1
+        n = max(s.max_output_tokens for s in chunk)
+        hf.generate(
+            ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=n, min_new_tokens=n,
+            do_sample=False, pad_token_id=0, eos_token_id=None,
+        )  # fmt: skip
+        tokens += sum(s.max_output_tokens for s in chunk)  # what the users asked for
+    elapsed = time.perf_counter() - t0
+    return {"output_tok_s": tokens / elapsed, "output_tokens": tokens, "s": elapsed, "batch_size": batch_size}
+
+
+def peers(preset: str, trace: str, n: int) -> dict:
+    model = _build_model(preset)
+    specs = sharegpt_specs(trace, n, model.args.vocab_size, seed=1)
+    res = {"num_requests": n, "engine": engine_run(model, specs, "fcfs", "budget.max_num_batched_tokens=8192")}
+    print("peers engine", json.dumps(res["engine"]), flush=True)
+    args = model.args
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    hf = _hf_model(args)
+    for name, fn in (("hf_continuous", hf_continuous), ("hf_static", hf_static)):
+        try:
+            res[name] = fn(hf, specs)
+        except Exception as exc:  # a peer's API drift must not cost the other figures
+            res[name] = {"error": repr(exc)}
+        print("peers", name, json.dumps(res[name]), flush=True)
+    ours = res["engine"]["output_throughput_tok_s"]
+    for name in ("hf_continuous", "hf_static"):
+        if "output_tok_s" in res[name]:
+            res[f"ratio_vs_{name}"] = ours / res[name]["output_tok_s"]
+    return res
+
+
+@torch.inference_mode()
+def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
+    from harness.executors.base import Batch
+    from harness.executors.model_runner import ModelRunner, kv_block_bytes
+
+    a, bs, ctx, block = model.args, 256, 1024, 16
+    per_seq = ctx // block
+    runner = ModelRunner(model, bs * per_seq + 8, 0, block, backend=_triton(), cuda_graphs=True,
+                         max_num_seqs=bs, max_model_len=2048)  # fmt: skip
+    tables = np.arange(bs * per_seq, dtype=np.int32).reshape(bs, per_seq)
+    pos = np.full(bs, ctx - 1, dtype=np.int64)
+    batch = Batch(
+        input_ids=np.random.randint(0, a.vocab_size, bs), positions=pos,
+        slot_mapping=tables[:, -1].astype(np.int64) * block + (ctx - 1) % block,
+        query_start_loc=np.arange(bs + 1, dtype=np.int32), seq_lens=np.full(bs, ctx, np.int32),
+        block_tables=tables, logits_indices=np.arange(bs), max_query_len=1, max_seq_len=ctx,
+    )  # fmt: skip
+    runner.kv_cache.normal_()
+    decode_s = _timed(lambda: runner.execute(batch), warmup=3, iters=20)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_bytes = bs * per_seq * kv_block_bytes(model, block, torch.bfloat16)
+    floor_s = (weight_bytes + kv_bytes) / (copy_GBps * 1e9)
+    res = {"decode_batch": bs, "decode_ctx": ctx, "decode_step_ms": decode_s * 1e3,
+           "decode_floor_ms": floor_s * 1e3, "decode_over_floor": decode_s / floor_s}  # fmt: skip
+    del runner
+    torch.cuda.empty_cache()
+    # Prefill: 8 sequences of 1024 new tokens (8192 tokens), eager.
+    n_seq, q = 8, 1024
+    runner = ModelRunner(model, n_seq * q // block + 8, 0, block, backend=_triton())
+    tables = np.arange(n_seq * q // block, dtype=np.int32).reshape(n_seq, -1)
+    posq = np.tile(np.arange(q), n_seq)
+    batch = Batch(
+        input_ids=np.random.randint(0, a.vocab_size, n_seq * q), positions=posq,
+        slot_mapping=(tables[np.repeat(np.arange(n_seq), q), posq // block].astype(np.int64) * block
+                      + posq % block),
+        query_start_loc=np.arange(0, n_seq * q + 1, q, dtype=np.int32),
+        seq_lens=np.full(n_seq, q, np.int32), block_tables=tables,
+        logits_indices=np.arange(q - 1, n_seq * q, q), max_query_len=q, max_seq_len=q,
+    )  # fmt: skip
+    prefill_s = _timed(lambda: runner.execute(batch), warmup=2, iters=5)
+    matmul_params = weight_bytes / 2 - a.vocab_size * a.hidden_size  # embedding is a lookup
+    attn_flops = 4 * a.num_layers * a.num_heads * a.head_dim * n_seq * q * q / 2
+    flops = 2 * matmul_params * n_seq * q + attn_flops
+    res.update({"prefill_tokens": n_seq * q, "prefill_ms": prefill_s * 1e3,
+                "prefill_TFLOPs": flops / prefill_s / 1e12,
+                "prefill_share_of_matmul_peak": flops / prefill_s / 1e12 / matmul_TFLOPs})  # fmt: skip
+    return res
+
+
+def _triton():
+    from harness.models.attention import TritonAttention
+
+    return TritonAttention()
+
+
+def load(model, rates: list[float], n: int) -> dict:
+    res = {}
+    for policy in ("fcfs", "chunked_prefill", "preempt_cpu"):
+        for rate in rates:
+            key = f"{policy}_rate{rate:g}"
+            res[key] = engine_run(
+                model, None, policy, "workload=bursty", f"workload.num_requests={n}",
+                f"workload.arrival.rate={rate}", "budget.num_gpu_blocks=3000",
+                "budget.num_cpu_blocks=20000",
+            )  # fmt: skip
+            print(key, json.dumps(res[key]), flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sections", nargs="+", choices=["ceilings", "offline", "peers", "roofline", "load"])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--model", default="llama3_8b")
+    ap.add_argument("--trace", default="../shared/traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv")
+    ap.add_argument("--num-requests", type=int, default=1000)
+    ap.add_argument("--peer-requests", type=int, default=256)
+    ap.add_argument("--load-requests", type=int, default=400)
+    ap.add_argument("--rates", type=float, nargs=3, default=[8.0, 16.0, 32.0])
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    results = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
+               "model": a.model, "torch": torch.__version__}  # fmt: skip
+    model = None
+    for section in a.sections:
+        t0 = time.perf_counter()
+        try:
+            if section == "ceilings":
+                results[section] = ceilings()
+            elif section == "peers":
+                model = None
+                gc.collect()
+                torch.cuda.empty_cache()
+                results[section] = peers(a.model, a.trace, a.peer_requests)
+            else:
+                model = model or _build_model(a.model)
+                if section == "offline":
+                    results[section] = offline(model, a.trace, a.num_requests)
+                elif section == "roofline":
+                    c = results.get("ceilings") or ceilings()
+                    results[section] = roofline(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
+                elif section == "load":
+                    results[section] = load(model, a.rates, a.load_requests)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            results[section] = {"error": repr(exc)}
+        results.setdefault("section_s", {})[section] = time.perf_counter() - t0
+        print(section, json.dumps(results[section]), flush=True)
+        (a.out / "bench.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
