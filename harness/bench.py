@@ -121,7 +121,11 @@ def offline(model, trace: str, n: int) -> dict:
     for policy, budget in (("fcfs", 8192), ("chunked_prefill", 8192), ("chunked_prefill", 2048)):
         key = f"{policy}_{budget}"
         res[key] = engine_run(
-            model, specs, policy, f"budget.max_num_batched_tokens={budget}", "budget.max_num_seqs=256"
+            model,
+            specs,
+            policy,
+            f"budget.max_num_batched_tokens={budget}",
+            "budget.max_num_seqs=256",
         )
         print(key, json.dumps(res[key]), flush=True)
     return res
@@ -155,7 +159,9 @@ def hf_continuous(hf, specs) -> dict:
     manager.start()
     t0 = time.perf_counter()
     for s in specs:
-        manager.add_request(list(s.prompt_ids), request_id=s.request_id, max_new_tokens=s.max_output_tokens)
+        manager.add_request(
+            list(s.prompt_ids), request_id=s.request_id, max_new_tokens=s.max_output_tokens
+        )
     tokens, done = 0, 0
     while done < len(specs):
         r = manager.get_result(timeout=60)
@@ -166,7 +172,12 @@ def hf_continuous(hf, specs) -> dict:
             tokens += len(r.generated_tokens)
     elapsed = time.perf_counter() - t0
     manager.stop(block=True)
-    return {"output_tok_s": tokens / elapsed, "output_tokens": tokens, "finished": done, "s": elapsed}
+    return {
+        "output_tok_s": tokens / elapsed,
+        "output_tokens": tokens,
+        "finished": done,
+        "s": elapsed,
+    }
 
 
 @torch.inference_mode()
@@ -188,13 +199,21 @@ def hf_static(hf, specs, batch_size: int = 32) -> dict:
         )  # fmt: skip
         tokens += sum(s.max_output_tokens for s in chunk)  # what the users asked for
     elapsed = time.perf_counter() - t0
-    return {"output_tok_s": tokens / elapsed, "output_tokens": tokens, "s": elapsed, "batch_size": batch_size}
+    return {
+        "output_tok_s": tokens / elapsed,
+        "output_tokens": tokens,
+        "s": elapsed,
+        "batch_size": batch_size,
+    }
 
 
 def peers(preset: str, trace: str, n: int) -> dict:
     model = _build_model(preset)
     specs = sharegpt_specs(trace, n, model.args.vocab_size, seed=1)
-    res = {"num_requests": n, "engine": engine_run(model, specs, "fcfs", "budget.max_num_batched_tokens=8192")}
+    res = {
+        "num_requests": n,
+        "engine": engine_run(model, specs, "fcfs", "budget.max_num_batched_tokens=8192"),
+    }
     print("peers engine", json.dumps(res["engine"]), flush=True)
     args = model.args
     del model
@@ -284,11 +303,17 @@ def load(model, rates: list[float], n: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sections", nargs="+", choices=["ceilings", "offline", "peers", "roofline", "load"])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "sections", nargs="+", choices=["ceilings", "offline", "peers", "roofline", "load"]
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", default="llama3_8b")
-    ap.add_argument("--trace", default="../shared/traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv")
+    ap.add_argument(
+        "--trace", default="../shared/traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
+    )
     ap.add_argument("--num-requests", type=int, default=1000)
     ap.add_argument("--peer-requests", type=int, default=256)
     ap.add_argument("--load-requests", type=int, default=400)

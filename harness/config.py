@@ -47,7 +47,9 @@ class BudgetConfig:
     max_num_seqs: int = 256  # requests holding KV blocks at once
     block_size: int = 16  # tokens per KV block
     num_gpu_blocks: int | None = None  # KV cache size in blocks; default: sized from memory
-    num_cpu_blocks: int | None = None  # swap pool in blocks; default: cpu = num_gpu_blocks, cuda = engine.cpu_swap_gb
+    num_cpu_blocks: int | None = (
+        None  # swap pool in blocks; default: cpu = num_gpu_blocks, cuda = engine.cpu_swap_gb
+    )
     watermark: float = 0.01  # fraction of blocks new admissions leave free
 
 

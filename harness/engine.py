@@ -113,12 +113,14 @@ class Engine:
         applied = self._apply(decision)
         if not applied.scheduled:
             return applied.num_preempted > 0 or applied.num_swapped_in_blocks > 0
-        batch = self._prepare(applied.scheduled, decision.padding)
-        num_decode = sum(
-            1
-            for r, n in applied.scheduled
-            if n == 1 and r.num_output_tokens and r.num_uncomputed_tokens == 1
-        )
+        # Decode rows first: the attention kernels take them as one cheap group.
+        is_decode = [n == 1 and r.num_output_tokens > 0 and r.num_uncomputed_tokens == 1
+                     for r, n in applied.scheduled]  # fmt: skip
+        num_decode = sum(is_decode)
+        applied.scheduled = [x for x, d in zip(applied.scheduled, is_decode, strict=True) if d] + [
+            x for x, d in zip(applied.scheduled, is_decode, strict=True) if not d
+        ]
+        batch = self._prepare(applied.scheduled, decision.padding, num_decode)
         host_done_s = self.clock.now()
         sampled = self.executor.execute(batch)
         end_s = self.clock.now()
@@ -266,7 +268,12 @@ class Engine:
         applied.num_swapped_out_blocks = len(swap_pairs)
 
     # -- batch, update, record -----------------------------------------------------------
-    def _prepare(self, scheduled: list[tuple[Request, int]], padding: tuple[Padding, ...]) -> Batch:
+    def _prepare(
+        self,
+        scheduled: list[tuple[Request, int]],
+        padding: tuple[Padding, ...],
+        num_decode: int = 0,
+    ) -> Batch:
         """Flatten the scheduled chunks, then any padding rows, into one varlen batch.
 
         Padding rows are real work (token 0, slot -1 so nothing is stored, block table of block
@@ -310,6 +317,8 @@ class Engine:
             logits_indices=np.asarray(logits_indices, dtype=np.int64),
             max_query_len=int(lens.max()), max_seq_len=int(seq_lens.max()),
             num_padding_tokens=int(sum(p.num_tokens for p in padding)),
+            num_decode_seqs=num_decode,
+            max_decode_seq_len=int(seq_lens[:num_decode].max()) if num_decode else 0,
             temperature=self.temperature, top_p=self.top_p,
         )  # fmt: skip
 

@@ -113,7 +113,9 @@ def run(
     workload = instantiate_node(cfg, "workload")
     logger = instantiate_node(cfg, "logger")
     if specs is None:
-        specs = workload.build(seed=cfg.seed, vocab_size=args.vocab_size, max_model_len=max_model_len)
+        specs = workload.build(
+            seed=cfg.seed, vocab_size=args.vocab_size, max_model_len=max_model_len
+        )
 
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)

@@ -22,6 +22,8 @@ class Batch:
     max_query_len: int
     max_seq_len: int
     num_padding_tokens: int = 0  # extra rows to execute and discard (static batching)
+    num_decode_seqs: int = 0  # the first this many sequences are single-token decodes
+    max_decode_seq_len: int = 0
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
 

@@ -108,6 +108,8 @@ class ModelRunner:
             max_query_len=batch.max_query_len,
             max_seq_len=batch.max_seq_len,
             is_decode_only=batch.max_query_len == 1,
+            num_decode_seqs=batch.num_decode_seqs,
+            max_decode_seq_len=batch.max_decode_seq_len,
         )
         hidden = self.model(
             self._tensor(batch.input_ids), self._tensor(batch.positions), self.kv_cache, meta,

@@ -21,6 +21,8 @@ class AttentionMetadata:
     max_query_len: int
     max_seq_len: int
     is_decode_only: bool  # every sequence has exactly one query token
+    num_decode_seqs: int = 0  # the first this many sequences have one query token each
+    max_decode_seq_len: int = 0
 
 
 class TorchAttention:
@@ -58,5 +60,6 @@ class TritonAttention:
             )  # fmt: skip
         return self._extend(
             query, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
-            max_query_len=meta.max_query_len, scale=scale,
+            max_query_len=meta.max_query_len, scale=scale, num_decode_seqs=meta.num_decode_seqs,
+            max_decode_seq_len=meta.max_decode_seq_len or None,
         )  # fmt: skip
