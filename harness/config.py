@@ -18,6 +18,17 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class VirtualCostConfig:
+    """Step cost under `engine.clock=virtual` (seconds): a fixed part, per token computed,
+    per context token attended, per KV block swapped."""
+
+    step_s: float = 2e-3
+    per_token_s: float = 2e-5
+    per_context_token_s: float = 1e-8
+    per_swap_block_s: float = 1e-5
+
+
+@dataclass
 class EngineConfig:
     kind: str = "auto"  # auto | cuda | cpu
     dtype: str = "auto"  # auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16 | float16
@@ -32,6 +43,10 @@ class EngineConfig:
     top_p: float = 1.0
     progress: bool = True  # a progress bar on the terminal
     num_threads: int | None = None  # cpu: torch threads (default: torch's choice)
+    # wall: arrivals and token times on the host clock (what the hardware really does);
+    # virtual: time advances by `virtual_cost` per step, so a run is exactly reproducible
+    clock: str = "wall"
+    virtual_cost: VirtualCostConfig = field(default_factory=VirtualCostConfig)
 
 
 @dataclass
@@ -82,6 +97,8 @@ def validate(cfg) -> None:
     e, b = cfg.engine, cfg.budget
     if e.kind not in ("auto", "cuda", "cpu"):
         raise ConfigError(f"engine.kind={e.kind!r}: use auto, cuda or cpu")
+    if e.clock not in ("wall", "virtual"):
+        raise ConfigError(f"engine.clock={e.clock!r}: use wall or virtual")
     if e.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"engine.dtype={e.dtype!r}: use auto, float32, bfloat16 or float16")
     for key in ("max_num_batched_tokens", "max_num_seqs", "block_size"):

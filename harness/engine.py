@@ -123,6 +123,7 @@ class Engine:
         batch = self._prepare(applied.scheduled, decision.padding, num_decode)
         host_done_s = self.clock.now()
         sampled = self.executor.execute(batch)
+        self.clock.advance_step(batch)
         end_s = self.clock.now()
         self._update(applied.scheduled, sampled, end_s)
         self._record(start_s, host_done_s, end_s, applied, num_decode, decision.num_padding_tokens)
@@ -229,6 +230,7 @@ class Engine:
                 r.status = RequestStatus.RUNNING
                 self.running[rid] = r
             self.executor.swap_in(pairs)
+            self.clock.advance_swap(len(pairs))
             applied.num_swapped_in_blocks = len(pairs)
             applied.swap_time_s += self.clock.now() - t0
         for rid, n in d.num_scheduled_tokens.items():
@@ -260,6 +262,7 @@ class Engine:
         if swap_pairs:
             t0 = self.clock.now()
             self.executor.swap_out(swap_pairs)
+            self.clock.advance_swap(len(swap_pairs))
             applied.swap_time_s += self.clock.now() - t0
         # Recompute victims go back to the front of the queue, oldest first.
         recomputed.sort(key=lambda r: r.arrival_s)
@@ -365,12 +368,16 @@ class Engine:
             swap_time_s=applied.swap_time_s,
         )
 
-    def abort_unfinished(self, reason: str) -> None:
-        """Mark every request not yet done as aborted (the run is stopping early)."""
+    def abort_unfinished(self, reason: str, not_arrived: list[RequestSpec] = ()) -> None:
+        """Mark every request not yet done, and those that never arrived, as aborted."""
         now = self.clock.now()
         for queue in (self.waiting, self.running, self.swapped):
             for r in queue.values():
                 r.status, r.reason, r.finish_s = RequestStatus.ABORTED, reason, now
-                self.num_done += 1
                 self.kv.free(r.request_id)
+                self.num_done += 1
             queue.clear()
+        for spec in not_arrived:
+            r = self.requests[spec.request_id] = Request(spec, RequestStatus.ABORTED, reason=reason)
+            r.finish_s = None
+            self.num_done += 1

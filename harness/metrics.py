@@ -105,6 +105,7 @@ def summarize(
     steps_df: pd.DataFrame,
     slo: dict | None = None,
     complete: bool = True,
+    error: str | None = None,
 ) -> dict:
     """The run's summary.json (see DESIGN.md, "Results of a run")."""
     slo = slo or {}
@@ -125,6 +126,7 @@ def summarize(
         "num_rejected": int((status == RequestStatus.REJECTED.value).sum()),
         "num_aborted": int((status == RequestStatus.ABORTED.value).sum()),
         "complete": bool(complete),
+        "error": error,
         "duration_s": duration,
         "num_steps": len(steps_df),
         "output_throughput_tok_s": per_s(num_out),

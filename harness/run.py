@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import ConfigError, validate
-from harness.engine import Engine, Limits, StallError
+from harness.engine import DecisionError, Engine, Limits, StallError
 from harness.executors.model_runner import ModelRunner, kv_block_bytes
 from harness.kv_cache import KVCacheManager
 from harness.metrics import Recorder, requests_frame, summarize
 from harness.models.config import ModelArgs, preset_args
 from harness.models.loader import args_from_hf_config, build_model
-from harness.serve import WallClock, serve
+from harness.serve import VirtualClock, WallClock, serve
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -130,7 +131,7 @@ def run(
     )  # fmt: skip
     kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
     limits = Limits(cfg.budget.max_num_batched_tokens, cfg.budget.max_num_seqs, max_model_len)
-    clock = WallClock()
+    clock = WallClock() if cfg.engine.clock == "wall" else VirtualClock(**cfg.engine.virtual_cost)
     recorder = Recorder()
     engine = Engine(
         policy, executor, kv, limits, clock, recorder,
@@ -148,15 +149,19 @@ def run(
         try:
             serve(engine, specs, clock, progress=cfg.engine.progress)
         except KeyboardInterrupt:
-            complete, error = False, "interrupted"
-        except StallError as exc:
+            complete, error = False, f"interrupted at step {engine.num_steps}"
+        except (StallError, DecisionError) as exc:
             complete, error = False, str(exc)
+        except Exception as exc:  # an executor/device fault: keep what was done, say where
+            traceback.print_exc()
+            complete, error = False, f"step {engine.num_steps} failed: {type(exc).__name__}: {exc}"
     if not complete:
-        engine.abort_unfinished(error)
+        arrived = engine.requests
+        engine.abort_unfinished(error, [s for s in specs if s.request_id not in arrived])
     requests_df = requests_frame(engine.requests.values())
     steps_df = recorder.steps_frame()
-    summary = summarize(requests_df, steps_df, OmegaConf.to_container(cfg.slo), complete=complete)
-    summary["num_steps"] = engine.num_steps
+    slo = OmegaConf.to_container(cfg.slo)
+    summary = summarize(requests_df, steps_df, slo, complete=complete, error=error)
     logger.finish(summary, requests_df, steps_df)
     result = RunResult(summary, requests_df, steps_df, output_dir)
     if error:

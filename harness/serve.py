@@ -25,6 +25,41 @@ class WallClock:
         if delay > 0:
             time.sleep(delay)
 
+    def advance_step(self, batch) -> None:
+        """Wall time moves by itself."""
+
+    def advance_swap(self, num_blocks: int) -> None:
+        """Wall time moves by itself."""
+
+
+class VirtualClock:
+    """Deterministic time for exact reproducibility: a step costs a linear model of its work
+    (`engine.clock=virtual`; the knobs are `engine.virtual_cost.*`), not what it really took."""
+
+    def __init__(
+        self,
+        step_s: float = 2e-3,
+        per_token_s: float = 2e-5,
+        per_context_token_s: float = 1e-8,
+        per_swap_block_s: float = 1e-5,
+    ) -> None:
+        self.t = 0.0
+        self.step_s, self.per_token_s = step_s, per_token_s
+        self.per_context_token_s, self.per_swap_block_s = per_context_token_s, per_swap_block_s
+
+    def now(self) -> float:
+        return self.t
+
+    def wait_until(self, t: float) -> None:
+        self.t = max(self.t, t)
+
+    def advance_step(self, batch) -> None:
+        cost = self.step_s + self.per_token_s * (batch.num_tokens)
+        self.t += cost + self.per_context_token_s * float(batch.seq_lens.sum())
+
+    def advance_swap(self, num_blocks: int) -> None:
+        self.t += self.per_swap_block_s * num_blocks
+
 
 def serve(engine: Engine, specs: Sequence[RequestSpec], clock, progress: bool = True) -> None:
     """Feed arrivals to the engine and step it until every request is done.
