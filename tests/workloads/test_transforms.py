@@ -83,3 +83,15 @@ def test_clip_modes_count():
     assert out.prompt_tokens.tolist() == [10] and stats["num_dropped"] == 2
     out = clip(table.take(np.arange(4)), 100, "none", stats)
     assert len(out) == 3 and stats["num_too_long"] == 2 and stats["num_clipped"] == 0
+
+
+def test_a_slice_stops_reading_early(trace, monkeypatch):
+    from workloads.readers import csv_common
+
+    monkeypatch.setattr(csv_common, "BLOCK_BYTES", 256)  # ~20 rows a batch
+    w, t = load(trace, max_requests=5)
+    assert len(t) == 5 and w.stats["num_rows"] < 100
+    w, t = load(trace, start_s=1.0, duration_s=2.0)
+    assert len(t) == 20 and w.stats["num_rows"] < 100
+    w, t = load(trace, sample_requests=5)
+    assert w.stats["num_rows"] == 1000  # a random subset needs every row
