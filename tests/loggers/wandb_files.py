@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,8 @@ def read_records(path: Path) -> list:
             pos += left
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
-        if kind == 0 and length == 0:
-            break
+        if (kind == 0 and length == 0) or pos + _HEADER + length > len(data):
+            break  # end of the log, or a record still being written
         chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         buf = chunk if kind in (_FULL, _FIRST) else buf + chunk
@@ -59,8 +60,18 @@ class OfflineRun:
         return json.loads(path.read_text())
 
 
-def read_offline_run(wandb_dir: Path) -> OfflineRun:
-    """The single `offline-run-*` below `wandb_dir`, parsed."""
+def read_offline_run(wandb_dir: Path, wait_s: float = 30.0) -> OfflineRun:
+    """The single `offline-run-*` below `wandb_dir`, parsed once its exit record is written
+    (W&B's service process writes the file asynchronously, after `run.finish()` returns)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = _read_once(wandb_dir)
+        if out.exit_code is not None or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def _read_once(wandb_dir: Path) -> OfflineRun:
     (run_dir,) = Path(wandb_dir).glob("offline-run-*")
     (log,) = run_dir.glob("*.wandb")
     out = OfflineRun(run_dir)
