@@ -161,22 +161,24 @@ class DecodeCase:
 
 
 def decode_grid(copy_tbps: float) -> list[dict]:
-    """Paged decode vs SDPA flash (contiguous, same data) over batch x context."""
+    """Paged decode vs SDPA flash (contiguous, same data) over batch x context, block 16; a few
+    shapes again with block 32."""
+    shapes = [(b, c, 16) for b in (1, 32, 128, 256) for c in (512, 2048, 8192, 32768)]
+    shapes += [(32, 2048, 32), (32, 8192, 32), (128, 2048, 32), (256, 8192, 32)]
     rows = []
-    for batch in (1, 32, 128, 256):
-        for ctx in (512, 2048, 8192, 32768):
-            kv_bytes = 2 * batch * ctx * NUM_KV_HEADS * HEAD_DIM * BYTES
-            if 2 * kv_bytes + (1 << 30) > free_bytes():
-                rows.append({"batch": batch, "ctx": ctx, "skipped": "does not fit twice"})
-                log(f"decode B={batch} ctx={ctx}: skipped (memory)")
-                continue
-            rows.append(_decode_one(DecodeCase(batch, ctx), copy_tbps))
-            log("decode", json.dumps(rows[-1]))
+    for batch, ctx, block_size in shapes:
+        kv_bytes = 2 * batch * ctx * NUM_KV_HEADS * HEAD_DIM * BYTES
+        if 2 * kv_bytes + (1 << 30) > free_bytes():
+            rows.append({"batch": batch, "ctx": ctx, "skipped": "does not fit twice"})
+            log(f"decode B={batch} ctx={ctx}: skipped (memory)")
+            continue
+        rows.append(_decode_one(DecodeCase(batch, ctx, block_size), copy_tbps))
+        log("decode", json.dumps(rows[-1]))
     return rows
 
 
 def _decode_one(case: DecodeCase, copy_tbps: float) -> dict:
-    row = {"batch": case.batch, "ctx": case.ctx}
+    row = {"batch": case.batch, "ctx": case.ctx, "block": case.block_size}
     ref = None
     try:
         sdpa = case.sdpa()
