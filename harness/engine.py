@@ -7,6 +7,7 @@ does) and never touches tensors (the executor does).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -161,8 +162,10 @@ class Engine:
             f"policy {self.policy.name} broke {bound} at step {self.num_steps}: {detail}"
         )
 
-    def _validate(self, d: Decision) -> None:
-        """Raise DecisionError unless `d` can be applied as a whole; mutates nothing."""
+    def _validate(self, d: Decision) -> list[tuple[Request, int, int]]:
+        """Raise DecisionError unless `d` can be applied as a whole; mutates nothing.
+
+        Returns (request, tokens, new GPU blocks) for each scheduled request."""
         for rid in d.preempt:
             if rid not in self.running or rid in d.num_scheduled_tokens:
                 raise self._fail("preemption", f"{rid!r} is not an unscheduled running request")
@@ -181,6 +184,12 @@ class Engine:
             )
         admitted = 0
         need_blocks = sum(len(self.kv.cpu_block_tables[rid]) for rid in d.swap_in)
+        rows = []
+        bs, gpu_tables, cpu_tables = (
+            self.kv.block_size,
+            self.kv.block_tables,
+            self.kv.cpu_block_tables,
+        )
         for rid, n in d.num_scheduled_tokens.items():
             r = self.requests.get(rid)
             live = r is not None and (
@@ -194,8 +203,10 @@ class Engine:
                     f"{rid!r} given {n} tokens, has {r.num_uncomputed_tokens} to compute",
                 )
             admitted += r.status is RequestStatus.WAITING
-            have = len(self.kv.cpu_block_tables.get(rid, self.kv.block_tables.get(rid, ())))
-            need_blocks += max(0, self.kv.num_blocks_for(r.num_computed_tokens + n) - have)
+            table = gpu_tables.get(rid) or cpu_tables.get(rid) or ()
+            need = max(0, -(-(r.num_computed_tokens + n) // bs) - len(table))
+            need_blocks += need
+            rows.append((r, n, need))
         num_seqs = len(self.running) - len(d.preempt) + len(d.swap_in) + admitted
         if num_seqs > self.limits.max_num_seqs:
             raise self._fail(
@@ -216,9 +227,10 @@ class Engine:
             raise self._fail(
                 "CPU swap blocks", f"needs {swap_blocks}, {self.kv.cpu.num_free_blocks} free"
             )
+        return rows
 
     def _apply(self, d: Decision) -> _Applied:
-        self._validate(d)
+        rows = self._validate(d)
         applied = _Applied(scheduled=[])
         self._preempt(d.preempt, applied)
         if d.swap_in:
@@ -233,9 +245,10 @@ class Engine:
             self.clock.advance_swap(len(pairs))
             applied.num_swapped_in_blocks = len(pairs)
             applied.swap_time_s += self.clock.now() - t0
-        for rid, n in d.num_scheduled_tokens.items():
-            r = self.requests[rid]
-            self.kv.allocate(rid, r.num_computed_tokens + n)
+        for r, n, need in rows:
+            rid = r.request_id
+            if need or rid not in self.kv.block_tables:
+                self.kv.allocate(rid, r.num_computed_tokens + n)
             if r.status is RequestStatus.WAITING:
                 del self.waiting[rid]
                 r.status = RequestStatus.RUNNING
@@ -297,15 +310,27 @@ class Engine:
             [len(t) for t in tables] + [self.kv.num_blocks_for(p.context_len) for p in padding]
         )
         block_tables = np.zeros((num_seqs, width), dtype=np.int32)
-        logits_indices = []
-        for i, (r, n) in enumerate(scheduled):
+        table_lens = [len(t) for t in tables]
+        flat = np.fromiter(chain.from_iterable(tables), dtype=np.int32, count=sum(table_lens))
+        rows = np.repeat(np.arange(len(tables)), table_lens)
+        block_tables[
+            rows, np.arange(len(flat)) - np.repeat(np.cumsum(table_lens) - table_lens, table_lens)
+        ] = flat
+        # Decode rows (first `num_decode`): one token at position num_computed_tokens, sampled.
+        d = num_decode
+        dec_pos = [r.num_computed_tokens for r, _ in scheduled[:d]]
+        positions[:d] = dec_pos
+        input_ids[:d] = [r.output_ids[-1] for r, _ in scheduled[:d]]
+        slot_mapping[:d] = [t[p // bs] * bs + p % bs for t, p in zip(tables, dec_pos, strict=False)]
+        seq_lens[:d] = positions[:d] + 1
+        logits_indices = list(range(d))
+        for i in range(d, len(scheduled)):  # prefill chunks (and recomputes)
+            r, n = scheduled[i]
             a, b, start = query_start_loc[i], query_start_loc[i + 1], r.num_computed_tokens
             input_ids[a:b] = r.token_ids(start, start + n)
             pos = np.arange(start, start + n)
-            table = np.asarray(tables[i], dtype=np.int64)
             positions[a:b] = pos
-            slot_mapping[a:b] = table[pos // bs] * bs + pos % bs
-            block_tables[i, : len(table)] = table
+            slot_mapping[a:b] = block_tables[i][pos // bs].astype(np.int64) * bs + pos % bs
             seq_lens[i] = start + n
             if start + n == r.num_tokens:  # the chunk reaches the end: sample the next token
                 logits_indices.append(b - 1)

@@ -28,7 +28,7 @@ class TimingOnlyExecutor:
 
 
 def _engine_with_running(num_running: int = 256, prompt_len: int = 512) -> Engine:
-    kv = KVCacheManager(num_running * 64, 16)
+    kv = KVCacheManager(num_running * 256, 16)  # room for 3500 tokens each
     limits = Limits(max_num_batched_tokens=8192, max_num_seqs=num_running, max_model_len=4096)
     engine = Engine(FcfsPolicy(), TimingOnlyExecutor(), kv, limits, ManualClock(), Recorder())
     for spec in make_specs([prompt_len] * num_running, [3000] * num_running, vocab_size=1000):
