@@ -112,10 +112,14 @@ def engine_run(model, specs, policy: str, *overrides: str) -> dict:
             out["host_share_decode_ge200"] = float((dec.host_time_s / dec.duration_s).mean())
             out["decode_ge200_step_ms"] = float(dec.duration_s.median() * 1e3)
     out["policy"], out["overrides"] = policy, list(overrides)
+    del result
+    gc.collect()  # the run's KV cache and CUDA-graph pools go before the next run sizes its own
+    torch.cuda.empty_cache()
     return out
 
 
-def offline(model, trace: str, n: int) -> dict:
+def offline(model, trace: str, n: int, configs: list[str]) -> dict:
+    """Each config is `policy:max_num_batched_tokens:max_num_seqs`."""
     specs = sharegpt_specs(trace, n, model.args.vocab_size)
     res = {"num_requests": n, "output_tokens": sum(s.max_output_tokens for s in specs)}
     for policy, budget in (("fcfs", 8192), ("chunked_prefill", 8192), ("chunked_prefill", 2048)):
@@ -295,8 +299,8 @@ def load(model, rates: list[float], n: int) -> dict:
             key = f"{policy}_rate{rate:g}"
             res[key] = engine_run(
                 model, None, policy, "workload=bursty", f"workload.num_requests={n}",
-                f"workload.arrival.rate={rate}", "budget.num_gpu_blocks=3000",
-                "budget.num_cpu_blocks=20000",
+                f"workload.arrival.rate={rate}", "budget.num_gpu_blocks=400",
+                "budget.max_num_seqs=64", "budget.num_cpu_blocks=4000",
             )  # fmt: skip
             print(key, json.dumps(res[key]), flush=True)
     return res
@@ -315,9 +319,11 @@ def main() -> None:
         "--trace", default="../shared/traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
     )
     ap.add_argument("--num-requests", type=int, default=1000)
-    ap.add_argument("--peer-requests", type=int, default=256)
+    ap.add_argument("--peer-requests", type=int, default=128)
     ap.add_argument("--load-requests", type=int, default=400)
-    ap.add_argument("--rates", type=float, nargs=3, default=[8.0, 16.0, 32.0])
+    ap.add_argument("--rates", type=float, nargs=3, default=[20.0, 40.0, 80.0])
+    ap.add_argument("--offline-configs", nargs="+", default=["fcfs:8192:256", "fcfs:8192:512",
+                    "chunked_prefill:2048:256"])  # fmt: skip
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     results = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
@@ -336,7 +342,7 @@ def main() -> None:
             else:
                 model = model or _build_model(a.model)
                 if section == "offline":
-                    results[section] = offline(model, a.trace, a.num_requests)
+                    results[section] = offline(model, a.trace, a.num_requests, a.offline_configs)
                 elif section == "roofline":
                     c = results.get("ceilings") or ceilings()
                     results[section] = roofline(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
