@@ -42,10 +42,13 @@ class EngineConfig:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     progress: bool = True  # a progress bar on the terminal
-    num_threads: int | None = None  # cpu: torch threads (default: torch's choice)
+    num_threads: int | None = None  # cpu torch threads (default: 1 for tiny, else torch's)
     # wall: arrivals and token times on the host clock (what the hardware really does);
     # virtual: time advances by `virtual_cost` per step, so a run is exactly reproducible
     clock: str = "wall"
+    # a request preempted this many times is reported as starving and protected from being a
+    # victim again while other candidates exist (null: neither)
+    starvation_threshold: int | None = 8
     virtual_cost: VirtualCostConfig = field(default_factory=VirtualCostConfig)
 
 

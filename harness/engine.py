@@ -30,6 +30,7 @@ class Limits:
     max_num_batched_tokens: int
     max_num_seqs: int
     max_model_len: int
+    starvation_threshold: int | None = None  # preemptions after which a request is protected
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Engine:
             max_num_batched_tokens=self.limits.max_num_batched_tokens,
             max_num_seqs=self.limits.max_num_seqs,
             max_model_len=self.limits.max_model_len,
+            starvation_threshold=self.limits.starvation_threshold,
         )
 
     # -- validate and apply --------------------------------------------------------------

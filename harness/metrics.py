@@ -106,6 +106,7 @@ def summarize(
     slo: dict | None = None,
     complete: bool = True,
     error: str | None = None,
+    starvation_threshold: int | None = None,
 ) -> dict:
     """The run's summary.json (see DESIGN.md, "Results of a run")."""
     slo = slo or {}
@@ -134,6 +135,10 @@ def summarize(
         "request_throughput_req_s": per_s(len(done)),
         "goodput_req_s": per_s(int(good.sum())),
         "num_preemptions": int(requests_df["num_preemptions"].sum()) if len(requests_df) else 0,
+        "num_swaps": int(requests_df["num_swaps"].sum()) if len(requests_df) else 0,
+        "num_starved": int((requests_df["num_preemptions"] >= starvation_threshold).sum())
+        if starvation_threshold and len(requests_df)
+        else 0,
         "num_swapped_out_blocks": int(steps_df["num_swapped_out_blocks"].sum())
         if len(steps_df)
         else 0,

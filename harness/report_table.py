@@ -23,12 +23,17 @@ def format_summary(summary: dict) -> str:
         f"requests: {s['num_requests']} = {s['num_finished']} finished + {s['num_rejected']} rejected"
         f" + {s['num_aborted']} aborted{'' if s['complete'] else '   (INCOMPLETE RUN)'}",
         f"duration {s['duration_s']:.2f} s, {s['num_steps']} steps, "
-        f"{s['num_preemptions']} preemptions, {s['num_swapped_out_blocks']} blocks swapped out",
+        f"{s['num_preemptions']} preemptions ({s.get('num_swaps', 0)} by swap), "
+        f"{s['num_swapped_out_blocks']} blocks swapped out",
         f"throughput: {s['output_throughput_tok_s']:.1f} output tok/s, "
         f"{s['total_throughput_tok_s']:.1f} total tok/s, {s['request_throughput_req_s']:.2f} req/s, "
         f"goodput {s['goodput_req_s']:.2f} req/s",
         f"{'latency (ms)':<12}{'mean':>10}{'P50':>10}{'P90':>10}{'P99':>10}{'P99.9':>10}",
     ]
+    if s.get("num_starved"):
+        lines.append(
+            f"WARNING: {s['num_starved']} requests were preempted repeatedly (starving; see num_preemptions in requests.parquet)"
+        )
     for label, key in ROWS:
         st = s[key]
         lines.append(

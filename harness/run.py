@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import traceback
@@ -117,9 +118,12 @@ def run(
         specs = workload.build(
             seed=cfg.seed, vocab_size=args.vocab_size, max_model_len=max_model_len
         )
+    workload_stats = json.loads(json.dumps(getattr(workload, "stats", {}), default=str))
 
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)
+    elif device.type == "cpu" and preset == "tiny" and not cfg.model.path:
+        torch.set_num_threads(1)  # tiny matrices: more threads only add contention
     torch.manual_seed(cfg.seed)
     if model is None:
         model = build_model(preset, cfg.model.path, device, dtype, seed=cfg.model.seed)
@@ -130,7 +134,10 @@ def run(
         max_num_seqs=cfg.budget.max_num_seqs, max_model_len=max_model_len,
     )  # fmt: skip
     kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
-    limits = Limits(cfg.budget.max_num_batched_tokens, cfg.budget.max_num_seqs, max_model_len)
+    limits = Limits(
+        cfg.budget.max_num_batched_tokens, cfg.budget.max_num_seqs, max_model_len,
+        cfg.engine.starvation_threshold,
+    )  # fmt: skip
     clock = WallClock() if cfg.engine.clock == "wall" else VirtualClock(**cfg.engine.virtual_cost)
     recorder = Recorder()
     engine = Engine(
@@ -141,7 +148,7 @@ def run(
     resolved = {
         "device": str(device), "model_preset": preset if not cfg.model.path else "hf",
         "dtype": dtype_name, "num_gpu_blocks": num_gpu_blocks, "num_cpu_blocks": num_cpu_blocks,
-        "max_model_len": max_model_len, **names,
+        "max_model_len": max_model_len, "workload_stats": workload_stats, **names,
     }  # fmt: skip
     logger.start(cfg, resolved, output_dir)
     complete, error = True, None
@@ -161,7 +168,10 @@ def run(
     requests_df = requests_frame(engine.requests.values())
     steps_df = recorder.steps_frame()
     slo = OmegaConf.to_container(cfg.slo)
-    summary = summarize(requests_df, steps_df, slo, complete=complete, error=error)
+    summary = summarize(
+        requests_df, steps_df, slo, complete=complete, error=error,
+        starvation_threshold=cfg.engine.starvation_threshold,
+    )  # fmt: skip
     logger.finish(summary, requests_df, steps_df)
     result = RunResult(summary, requests_df, steps_df, output_dir)
     if error:

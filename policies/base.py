@@ -59,6 +59,8 @@ class SchedulerView:
     max_num_batched_tokens: int
     max_num_seqs: int
     max_model_len: int | None = None  # longest sequence (prompt + outputs) a row may reach
+    # requests preempted this many times are starving: victims only when nothing else is left
+    starvation_threshold: int | None = None
 
     def num_new_blocks(self, request: RequestView, num_new_tokens: int) -> int:
         """GPU blocks `request` must gain to compute `num_new_tokens` more tokens."""

@@ -18,9 +18,15 @@ def by_importance(request: RequestView) -> tuple:
     return (-request.priority, request.arrival_s, request.request_id)
 
 
-def pick_victim(candidates: Iterable[RequestView]) -> RequestView:
-    """The request to preempt: lowest priority, then latest arrival."""
-    return max(candidates, key=by_importance)
+def pick_victim(candidates: Iterable[RequestView], protect_at: int | None = None) -> RequestView:
+    """The request to preempt: lowest priority, then latest arrival. Requests already preempted
+    `protect_at` times or more (starving) are chosen only when no other candidate is left."""
+
+    def key(r: RequestView) -> tuple:
+        starving = protect_at is not None and r.num_preemptions >= protect_at
+        return (not starving, by_importance(r))
+
+    return max(candidates, key=key)
 
 
 class StepPlan:
@@ -104,7 +110,7 @@ def schedule_running(
             if not queue:
                 plan.preempt_request(request)
                 break
-            victim = pick_victim(queue)
+            victim = pick_victim(queue, plan.view.starvation_threshold)
             queue.remove(victim)
             plan.preempt_request(victim)
 
