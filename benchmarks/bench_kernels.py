@@ -449,47 +449,24 @@ def write_report(res: dict, out_dir: Path) -> Path:
         c = res["ceilings"]
         parts.append(f"\nCeilings: copy {c['copy_TBps']:.2f} TB/s (read+write), bf16 matmul "
                      f"{c['matmul_TFLOPs']:.0f} TFLOP/s.")  # fmt: skip
+    decode_cols = ["batch", "ctx", "block", "triton_us", "triton_TBps", "frac_of_copy", "sdpa_us"]
+    decode_cols += ["triton_over_sdpa_time", "triton_eager_us", "sdpa_eager_us", "err_vs_sdpa"]
+    extend_cols = ["q_lens", "seq_len", "triton_us", "triton_TFLOPs", "sdpa_TFLOPs"]
+    extend_cols += ["sdpa_over_triton_rate", "err_vs_sdpa"]
+    unified_cols = ["decodes", "prefills", "unified_us", "two_us", "unified_over_two"]
+    unified_cols += ["err_unified_vs_two"]
     sections = [
         (
             "decode",
-            "Paged decode (block 16) vs SDPA flash, contiguous",
-            [
-                "batch",
-                "ctx",
-                "triton_us",
-                "triton_TBps",
-                "frac_of_copy",
-                "sdpa_us",
-                "triton_over_sdpa_time",
-                "err_vs_sdpa",
-                "skipped",
-            ],
-        ),  # fmt: skip
-        (
-            "extend",
-            "Extend attention vs SDPA flash, unpaged",
-            [
-                "q_lens",
-                "seq_len",
-                "triton_us",
-                "triton_TFLOPs",
-                "sdpa_TFLOPs",
-                "sdpa_over_triton_rate",
-                "err_vs_sdpa",
-            ],
-        ),  # fmt: skip
+            "Paged decode vs SDPA flash on contiguous K/V (CUDA-graph replays; eager too)",
+            decode_cols,
+        ),
+        ("extend", "Extend attention vs SDPA flash, unpaged (square causal only)", extend_cols),
         (
             "unified",
-            "Unified (one extend launch) vs two kernels (decode + extend)",
-            [
-                "decodes",
-                "prefills",
-                "unified_us",
-                "two_us",
-                "unified_over_two",
-                "err_unified_vs_two",
-            ],
-        ),  # fmt: skip
+            "Unified (one extend launch) vs two kernels (decode + extend), CUDA graphs",
+            unified_cols,
+        ),
     ]
     for key, title, cols in sections:
         if key in res:
