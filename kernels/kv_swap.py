@@ -166,11 +166,11 @@ def swap_blocks(
 
     Same device: one Triton launch. Between the GPU and pinned host memory:
     - "zero_copy": one launch whose kernel reads/writes the pinned host buffer directly over
-      PCIe (any ids; measured >= 93% of one large pinned copy's rate from 16 blocks up, but
+      PCIe (any ids; on an H200, >= 88% of one large pinned copy's rate from 4 blocks up, but
       it occupies SMs while it runs);
     - "staged": one gather launch into a contiguous device buffer plus one DMA copy per run of
-      consecutive host ids per layer and K/V (copy engines only; 90%+ from 64 blocks up when
-      the host ids are contiguous, slow when they are scattered);
+      consecutive host ids per layer and K/V (copy engines only; >= 88% from 64 blocks up when
+      the host ids are contiguous, under 5% when they are scattered);
     - "auto": staged for >= 64 blocks whose host ids form at most 2 runs, else zero_copy.
     Work is queued on `stream` (default: current); synchronize it before reading host data.
     """

@@ -187,8 +187,9 @@ def paged_extend_attention(
     query_start_loc[-1] (CUDA-graph padding) are left untouched. No host sync.
 
     Decode rows work either way, but a batch that lists its `num_decode_seqs` one-token
-    sequences first runs them through the split-KV decode kernel: measured 1.7-3x faster on
-    mixed batches than this kernel taking them too (benchmarks/kernels_h200_*.md).
+    sequences first runs them through the split-KV decode kernel: on an H200 this kernel taking
+    them too was 1.3-1.5x slower on mixed batches and 2.9x on long-context decodes
+    (benchmarks/kernels_h200_2026-11-22.md).
     """
     out = torch.empty_like(query) if out is None else out
     d = num_decode_seqs
