@@ -122,15 +122,13 @@ def offline(model, trace: str, n: int, configs: list[str]) -> dict:
     """Each config is `policy:max_num_batched_tokens:max_num_seqs`."""
     specs = sharegpt_specs(trace, n, model.args.vocab_size)
     res = {"num_requests": n, "output_tokens": sum(s.max_output_tokens for s in specs)}
-    for policy, budget in (("fcfs", 8192), ("chunked_prefill", 8192), ("chunked_prefill", 2048)):
-        key = f"{policy}_{budget}"
+    for config in configs:
+        policy, budget, seqs = config.split(":")
+        key = f"{policy}_tokens{budget}_seqs{seqs}"
         res[key] = engine_run(
-            model,
-            specs,
-            policy,
-            f"budget.max_num_batched_tokens={budget}",
-            "budget.max_num_seqs=256",
-        )
+            model, specs, policy, f"budget.max_num_batched_tokens={budget}",
+            f"budget.max_num_seqs={seqs}",
+        )  # fmt: skip
         print(key, json.dumps(res[key]), flush=True)
     return res
 
@@ -286,6 +284,42 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
     return res
 
 
+@torch.inference_mode()
+def profile(model) -> dict:
+    """Kernel time breakdown of one eager decode step at batch 256 x context 1k."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from harness.executors.base import Batch
+    from harness.executors.model_runner import ModelRunner
+
+    bs, ctx, block = 256, 1024, 16
+    per_seq = ctx // block
+    runner = ModelRunner(model, bs * per_seq + 8, 0, block, backend=_triton())
+    tables = np.arange(bs * per_seq, dtype=np.int32).reshape(bs, per_seq)
+    batch = Batch(
+        input_ids=np.random.randint(0, model.args.vocab_size, bs),
+        positions=np.full(bs, ctx - 1, dtype=np.int64),
+        slot_mapping=tables[:, -1].astype(np.int64) * block + (ctx - 1) % block,
+        query_start_loc=np.arange(bs + 1, dtype=np.int32), seq_lens=np.full(bs, ctx, np.int32),
+        block_tables=tables, logits_indices=np.arange(bs), max_query_len=1, max_seq_len=ctx,
+    )  # fmt: skip
+    for _ in range(3):
+        runner.execute(batch)
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            runner.execute(batch)
+    rows = []
+    for e in prof.key_averages():
+        if e.device_time_total > 0:
+            rows.append((e.key[:80], e.device_time_total / 5 / 1e3, e.count // 5))
+    rows.sort(key=lambda r: -r[1])
+    total = sum(r[1] for r in rows)
+    for name, ms, n in rows[:15]:
+        print(f"{ms:8.3f} ms  x{n:<4d} {name}", flush=True)
+    return {"total_kernel_ms": total, "top": rows[:15]}
+
+
 def _triton():
     from harness.models.attention import TritonAttention
 
@@ -311,7 +345,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "sections", nargs="+", choices=["ceilings", "offline", "peers", "roofline", "load"]
+        "sections",
+        nargs="+",
+        choices=["ceilings", "offline", "peers", "roofline", "load", "profile"],
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", default="llama3_8b")
@@ -348,6 +384,8 @@ def main() -> None:
                     results[section] = roofline(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
                 elif section == "load":
                     results[section] = load(model, a.rates, a.load_requests)
+                elif section == "profile":
+                    results[section] = profile(model)
         except Exception as exc:
             import traceback
 
