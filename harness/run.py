@@ -72,9 +72,17 @@ def _num_blocks(cfg: DictConfig, device, dtype, args: ModelArgs, runner_model) -
     num_gpu = b.num_gpu_blocks
     if num_gpu is None:
         if device.type == "cuda":
+            # vLLM's rule: the run may use `gpu_memory_utilization` of the device; what this
+            # process holds now (weights) and an activation reserve (the largest step's hidden
+            # states, MLP and logits) come off it; the rest is KV cache. Memory another process
+            # holds is not ours to take, so free memory also bounds it.
             free, total = torch.cuda.mem_get_info(device)
-            headroom = total * (1 - e.gpu_memory_utilization) + 2 * 2**30  # activations
-            num_gpu = int(max(0, free - headroom) // block_bytes)
+            a = args
+            tokens = max(b.max_num_batched_tokens, b.max_num_seqs)
+            act = tokens * (4 * a.hidden_size + 3 * a.intermediate_size) * 2 * 2
+            act += b.max_num_seqs * a.vocab_size * 4 * 3 + 2**30
+            budget = total * e.gpu_memory_utilization - torch.cuda.memory_allocated(device) - act
+            num_gpu = int(max(0, min(budget, free - act)) // block_bytes)
         else:
             num_gpu = int(e.cpu_kv_cache_gb * 2**30 // block_bytes)
         if num_gpu < b.max_num_seqs:
