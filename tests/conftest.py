@@ -13,7 +13,7 @@ from harness.executors.model_runner import ModelRunner
 from harness.kv_cache import KVCacheManager
 from harness.metrics import Recorder
 from harness.models.config import ModelArgs
-from harness.models.llama import LlamaModel, init_random_weights
+from harness.models.llama import LlamaModel, TritonOps, init_random_weights
 from harness.request import RequestSpec
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -65,6 +65,8 @@ def make_model(
 ) -> LlamaModel:
     torch.manual_seed(seed)
     model = LlamaModel(args).float().to(device)
+    if device == "cuda":
+        model.ops = TritonOps()
     init_random_weights(model, seed, std=std)
     return model.eval()
 

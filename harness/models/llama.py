@@ -5,11 +5,33 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.models.attention import AttentionMetadata
 from harness.models.config import ModelArgs
+
+
+class TorchOps:
+    """The layer's elementwise ops as plain torch (the references in kernels/fused_ops.py)."""
+
+    def __init__(self) -> None:
+        from kernels.fused_ops import add_rmsnorm_ref, rope_ref, silu_mul_ref
+
+        self.add_rmsnorm, self.silu_mul = add_rmsnorm_ref, silu_mul_ref
+        self._rope = rope_ref
+
+    def rope(self, x, positions, cos, sin):
+        return self._rope(x, positions, cos, sin)
+
+
+class TritonOps(TorchOps):
+    """The same ops as single Triton kernels (GPU): one pass instead of several casts."""
+
+    def __init__(self) -> None:
+        from kernels.fused_ops import add_rmsnorm, rope_, silu_mul
+
+        self.add_rmsnorm, self.silu_mul = add_rmsnorm, silu_mul
+        self._rope = rope_
 
 
 class RMSNorm(nn.Module):
@@ -18,11 +40,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 and cast back before the weight, as HF Llama does.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+    def forward(self, x: torch.Tensor, ops, residual: torch.Tensor | None = None):
+        """(norm(x + residual), x + residual); float32 inside, rounded as HF Llama rounds."""
+        return ops.add_rmsnorm(x, self.weight, self.eps, residual)
 
 
 def rope_inv_freq(args: ModelArgs) -> torch.Tensor:
@@ -44,7 +64,7 @@ def rope_inv_freq(args: ModelArgs) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """Precomputed cos/sin tables indexed by position (HF's rotate-half convention)."""
+    """Precomputed float32 cos/sin tables indexed by position (HF's rotate-half convention)."""
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -53,15 +73,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", freqs.cos(), persistent=False)
         self.register_buffer("sin", freqs.sin(), persistent=False)
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-        cos = self.cos[positions].unsqueeze(1)  # [num_tokens, 1, head_dim // 2]
-        sin = self.sin[positions].unsqueeze(1)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.float().chunk(2, dim=-1)  # [num_tokens, heads, head_dim // 2] each
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+    def forward(self, positions: torch.Tensor, qk: torch.Tensor, ops) -> torch.Tensor:
+        """Rotate q and k heads together: qk is [num_tokens, num_heads + num_kv_heads, head_dim]."""
+        return ops.rope(qk, positions, self.cos, self.sin)
 
 
 class Attention(nn.Module):
@@ -78,13 +92,13 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.q_size, args.hidden_size, bias=False)
         self.scale = args.head_dim**-0.5
 
-    def forward(self, x, positions, rope, kv_cache, meta: AttentionMetadata, backend):
+    def forward(self, x, positions, rope, kv_cache, meta: AttentionMetadata, backend, ops):
         qkv = self.qkv_proj(x)  # [num_tokens, q_size + 2 * kv_size]
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(-1, self.num_heads, self.head_dim)  # [num_tokens, num_heads, head_dim]
-        k = k.view(-1, self.num_kv_heads, self.head_dim)  # [num_tokens, num_kv_heads, head_dim]
+        qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        qk = rope(positions, qk.view(-1, self.num_heads + self.num_kv_heads, self.head_dim), ops)
+        q = qk[:, : self.num_heads]  # [num_tokens, num_heads, head_dim]
+        k = qk[:, self.num_heads :]  # [num_tokens, num_kv_heads, head_dim]
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = rope(positions, q, k)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         backend.store_kv(k, v, k_cache, v_cache, meta)
         out = backend.attend(q, k_cache, v_cache, meta, self.scale)  # [num_tokens, heads, dim]
@@ -98,9 +112,8 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(args.hidden_size, 2 * args.intermediate_size, bias=False)
         self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, ops) -> torch.Tensor:
+        return self.down_proj(ops.silu_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -111,9 +124,13 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args)
 
-    def forward(self, x, positions, rope, kv_cache, meta, backend):
-        x = x + self.self_attn(self.input_layernorm(x), positions, rope, kv_cache, meta, backend)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, residual, positions, rope, kv_cache, meta, backend, ops):
+        """Returns (this layer's MLP output, the residual stream before it), vLLM-style: the
+        next norm adds them, so each residual add is fused into a norm."""
+        h, residual = self.input_layernorm(x, ops, residual)
+        h = self.self_attn(h, positions, rope, kv_cache, meta, backend, ops)
+        h, residual = self.post_attention_layernorm(h, ops, residual)
+        return self.mlp(h, ops), residual
 
 
 class LlamaModel(nn.Module):
@@ -129,6 +146,7 @@ class LlamaModel(nn.Module):
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
         if args.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.ops = TorchOps()  # elementwise ops; `TritonOps()` on the GPU (see loader)
 
     def forward(
         self,
@@ -139,10 +157,12 @@ class LlamaModel(nn.Module):
         backend,
     ) -> torch.Tensor:
         """Hidden states after the final norm: [num_tokens, hidden_size]."""
-        x = self.embed_tokens(input_ids)
+        x, residual = self.embed_tokens(input_ids), None
         for i, layer in enumerate(self.layers):
-            x = layer(x, positions, self.rope, kv_cache[i], meta, backend)
-        return self.norm(x)
+            x, residual = layer(
+                x, residual, positions, self.rope, kv_cache[i], meta, backend, self.ops
+            )
+        return self.norm(x, self.ops, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()  # [num_rows, vocab_size]

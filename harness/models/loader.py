@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from harness.models.config import ModelArgs, preset_args
-from harness.models.llama import LlamaModel, RotaryEmbedding, init_random_weights
+from harness.models.llama import LlamaModel, RotaryEmbedding, TritonOps, init_random_weights
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -116,4 +116,6 @@ def build_model(
             raise ModelLoadError(f"model.path={path}: missing {missing}, unexpected {unexpected}")
     else:
         init_random_weights(model, seed)
+    if device.type == "cuda":
+        model.ops = TritonOps()
     return model.eval()
