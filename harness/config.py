@@ -39,6 +39,8 @@ class EngineConfig:
     cpu_kv_cache_gb: float = 0.02
     cpu_swap_gb: float = 4.0  # cuda: pinned host swap pool when budget.num_cpu_blocks is unset
     enforce_eager: bool = False  # cuda: no CUDA graphs
+    # schedule and prepare step n+1 while step n runs on the device (exact: lengths are forced)
+    async_scheduling: bool = True
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     progress: bool = True  # a progress bar on the terminal

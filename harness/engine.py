@@ -33,6 +33,9 @@ class Limits:
     starvation_threshold: int | None = None  # preemptions after which a request is protected
 
 
+PLACEHOLDER_TOKEN = -1  # an output token sampled on the device, not yet on the host
+
+
 @dataclass
 class _Applied:
     """What `_apply` did, for the batch and the step record."""
@@ -42,6 +45,20 @@ class _Applied:
     num_swapped_out_blocks: int = 0
     num_swapped_in_blocks: int = 0
     swap_time_s: float = 0.0
+
+
+@dataclass
+class _InFlight:
+    """A launched step whose results are not on the host yet."""
+
+    handle: object  # executor handle: .result() -> sampled ids, .device_time_s
+    batch: Batch
+    sampled_rows: list[tuple[Request, int]]  # (request, index of its placeholder output)
+    applied: _Applied
+    start_s: float
+    host_done_s: float
+    num_decode: int
+    num_padding_tokens: int
 
 
 class Engine:
@@ -57,6 +74,7 @@ class Engine:
         recorder,
         temperature: float = 0.0,
         top_p: float = 1.0,
+        pipelined: bool = False,
     ) -> None:
         self.policy, self.executor, self.kv = policy, executor, kv
         self.limits, self.clock, self.recorder = limits, clock, recorder
@@ -68,6 +86,9 @@ class Engine:
         self.swapped: dict[str, Request] = {}
         self.num_steps = 0
         self.num_done = 0  # finished + rejected + aborted
+        self.pipelined = pipelined
+        self._inflight: _InFlight | None = None
+        self._last_end_s = 0.0
 
     # -- arrivals ------------------------------------------------------------------------
     def add_request(self, spec: RequestSpec) -> Request:
@@ -105,16 +126,24 @@ class Engine:
 
     @property
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running or self.swapped)
+        return bool(self.waiting or self.running or self.swapped or self._inflight)
 
     # -- one iteration -------------------------------------------------------------------
     def step(self) -> bool:
-        """Run one iteration. Returns False if the policy did nothing (no tokens, no swaps)."""
+        """Run one iteration. Returns False if the policy did nothing (no tokens, no swaps).
+
+        Pipelined (`pipelined=True`): the step is scheduled and its batch prepared while the
+        previous step still runs on the device; the previous step's tokens are then filled in
+        (into the requests and into this batch's decode rows) and this step is launched. This is
+        exact because output lengths are forced: no decision depends on a token's value.
+        """
         start_s = self.clock.now()
         decision = self.policy.schedule(self._view(start_s))
         applied = self._apply(decision)
         if not applied.scheduled:
-            return applied.num_preempted > 0 or applied.num_swapped_in_blocks > 0
+            progressed = self._inflight is not None
+            self.flush()
+            return progressed or applied.num_preempted > 0 or applied.num_swapped_in_blocks > 0
         # Decode rows first: the attention kernels take them as one cheap group.
         is_decode = [n == 1 and r.num_output_tokens > 0 and r.num_uncomputed_tokens == 1
                      for r, n in applied.scheduled]  # fmt: skip
@@ -124,13 +153,36 @@ class Engine:
         ]
         batch = self._prepare(applied.scheduled, decision.padding, num_decode)
         host_done_s = self.clock.now()
-        sampled = self.executor.execute(batch)
-        self.clock.advance_step(batch)
-        end_s = self.clock.now()
-        self._update(applied.scheduled, sampled, end_s)
-        self._record(start_s, host_done_s, end_s, applied, num_decode, decision.num_padding_tokens)
-        self.num_steps += 1
+        self.flush()  # the previous step's tokens: into the requests, then into this batch
+        for row, r in enumerate(applied.scheduled[:num_decode]):
+            batch.input_ids[row] = r[0].output_ids[-1]
+        handle = self.executor.launch(batch)
+        sampled_rows = self._advance(applied.scheduled)
+        self._inflight = _InFlight(
+            handle, batch, sampled_rows, applied, start_s, host_done_s, num_decode,
+            decision.num_padding_tokens,
+        )  # fmt: skip
+        if not self.pipelined:
+            self.flush()
         return True
+
+    def flush(self) -> None:
+        """Wait for the step in flight, if any: stamp its tokens and record it."""
+        f = self._inflight
+        if f is None:
+            return
+        sampled = f.handle.result()  # may raise (a device fault): the step stays in flight
+        self._inflight = None
+        self.clock.advance_step(f.batch)
+        end_s = self.clock.now()
+        for (r, index), token in zip(f.sampled_rows, sampled.tolist(), strict=True):
+            r.output_ids[index] = token
+            r.token_times_s.append(end_s)
+            if r.status is RequestStatus.FINISHED:
+                r.finish_s = end_s
+        self._record(f, end_s)
+        self._last_end_s = end_s
+        self.num_steps += 1
 
     def _view(self, now_s: float) -> SchedulerView:
         def snap(r: Request) -> RequestView:
@@ -352,51 +404,63 @@ class Engine:
             temperature=self.temperature, top_p=self.top_p,
         )  # fmt: skip
 
-    def _update(self, scheduled: list[tuple[Request, int]], sampled: np.ndarray, end_s: float):
-        """Advance computed counts, append sampled tokens with their time, finish requests."""
-        k = 0
+    def _advance(self, scheduled: list[tuple[Request, int]]) -> list[tuple[Request, int]]:
+        """Book a launched step: computed counts advance, each sampling row gets a placeholder
+        token (filled by `flush`), requests that reached their output length finish and free
+        their blocks (the device reuses them only after this step, in stream order)."""
+        sampled_rows = []
         for r, n in scheduled:
             r.num_computed_tokens += n
             if r.num_computed_tokens < r.num_tokens:
                 continue  # a prefill chunk that does not reach the end samples nothing
-            r.output_ids.append(int(sampled[k]))
-            r.token_times_s.append(end_s)
-            k += 1
+            sampled_rows.append((r, len(r.output_ids)))
+            r.output_ids.append(PLACEHOLDER_TOKEN)
             if r.num_output_tokens >= r.spec.max_output_tokens:
-                self._finish(r, end_s)
+                self.kv.free(r.request_id)
+                self.running.pop(r.request_id, None)
+                r.status = RequestStatus.FINISHED
+                self.num_done += 1
+        return sampled_rows
 
-    def _finish(self, r: Request, end_s: float) -> None:
-        self.kv.free(r.request_id)
-        self.running.pop(r.request_id, None)
-        r.status, r.finish_s = RequestStatus.FINISHED, end_s
-        self.num_done += 1
-
-    def _record(
-        self, start_s, host_done_s, end_s, applied: _Applied, num_decode, num_padding_tokens
-    ):
-        num_tokens = sum(n for _, n in applied.scheduled)
+    def _record(self, f: _InFlight, end_s: float) -> None:
+        num_tokens = sum(n for _, n in f.applied.scheduled)
+        a = f.applied
         self.recorder.on_step(
             step=self.num_steps,
-            start_s=start_s,
-            duration_s=end_s - start_s,
-            host_time_s=host_done_s - start_s,
-            device_time_s=getattr(self.executor, "last_device_time_s", None),
-            num_prefill_tokens=num_tokens - num_decode,
-            num_decode_tokens=num_decode,
-            num_padding_tokens=num_padding_tokens,
-            num_scheduled_seqs=len(applied.scheduled),
+            start_s=f.start_s,
+            # pipelined steps overlap: a step's duration is what it added to the wall time
+            duration_s=end_s - max(f.start_s, self._last_end_s),
+            host_time_s=f.host_done_s - f.start_s,
+            device_time_s=getattr(f.handle, "device_time_s", None),
+            num_prefill_tokens=num_tokens - f.num_decode,
+            num_decode_tokens=f.num_decode,
+            num_padding_tokens=f.num_padding_tokens,
+            num_scheduled_seqs=len(a.scheduled),
             num_running=len(self.running),
             num_waiting=len(self.waiting),
             num_swapped=len(self.swapped),
             num_kv_blocks_used=self.kv.gpu.num_used_blocks,
-            num_preempted=applied.num_preempted,
-            num_swapped_out_blocks=applied.num_swapped_out_blocks,
-            num_swapped_in_blocks=applied.num_swapped_in_blocks,
-            swap_time_s=applied.swap_time_s,
+            num_preempted=a.num_preempted,
+            num_swapped_out_blocks=a.num_swapped_out_blocks,
+            num_swapped_in_blocks=a.num_swapped_in_blocks,
+            swap_time_s=a.swap_time_s,
         )
+
+    def _lost_rows(self) -> list[tuple[Request, int]]:
+        f, self._inflight = self._inflight, None
+        return f.sampled_rows if f else []
 
     def abort_unfinished(self, reason: str, not_arrived: list[RequestSpec] = ()) -> None:
         """Mark every request not yet done, and those that never arrived, as aborted."""
+        try:
+            self.flush()
+        except Exception:  # the step in flight is lost: its requests are not done
+            for r, index in self._lost_rows():
+                del r.output_ids[index:]
+                if r.status is RequestStatus.FINISHED:
+                    r.status = RequestStatus.RUNNING
+                    self.running[r.request_id] = r
+                    self.num_done -= 1
         now = self.clock.now()
         for queue in (self.waiting, self.running, self.swapped):
             for r in queue.values():

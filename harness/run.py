@@ -151,6 +151,7 @@ def run(
     engine = Engine(
         policy, executor, kv, limits, clock, recorder,
         temperature=cfg.engine.temperature, top_p=cfg.engine.top_p,
+        pipelined=cfg.engine.async_scheduling,
     )  # fmt: skip
 
     resolved = {

@@ -82,13 +82,15 @@ def make_engine(
     clock=None,
     watermark: float = 0.0,
     backend=None,
+    pipelined: bool = False,
 ) -> Engine:
     """A real engine (tiny model; torch reference kernels unless `backend`) with a manual clock."""
     model = model or make_model()
     runner = ModelRunner(model, num_gpu_blocks, num_cpu_blocks, block_size, backend=backend)
     kv = KVCacheManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
     limits = Limits(max_num_batched_tokens, max_num_seqs, model.args.max_position_embeddings)
-    return Engine(policy, runner, kv, limits, clock or ManualClock(tick=1e-3), Recorder())
+    clock = clock or ManualClock(tick=1e-3)
+    return Engine(policy, runner, kv, limits, clock, Recorder(), pipelined=pipelined)
 
 
 def run_to_completion(engine: Engine, specs, max_steps: int = 10_000) -> None:

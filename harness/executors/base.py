@@ -39,8 +39,12 @@ class Batch:
 class Executor(Protocol):
     """Runs batches and moves KV blocks between the device cache and the CPU swap pool."""
 
+    def launch(self, batch: Batch):
+        """Queue one forward pass; returns a handle whose `result()` gives the sampled token id
+        of each `logits_indices` row (and whose `device_time_s` is then set, if measured)."""
+
     def execute(self, batch: Batch) -> np.ndarray:
-        """One forward pass; returns the sampled token id of each `logits_indices` row."""
+        """`launch(batch).result()`."""
 
     def swap_out(self, pairs: list[tuple[int, int]]) -> None:
         """Copy (gpu_block, cpu_block) pairs of every layer from the device to the host pool."""

@@ -58,37 +58,37 @@ class ModelRunner:
                 max_model_len or model.args.max_position_embeddings, block_size,
             )  # fmt: skip
             self.graphs.capture()
-        timed = self.device.type == "cuda"
-        self._events = (
-            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            if timed
-            else None
-        )
+        self._events = self.device.type == "cuda"  # time each step on the device
         self.last_device_time_s: float | None = None  # the last step's forward + sampling on device
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device, non_blocking=True)
 
-    @torch.inference_mode()
     def execute(self, batch: Batch) -> np.ndarray:
+        """One forward pass; the sampled ids once they are on the host."""
+        return self.launch(batch).result()
+
+    @torch.inference_mode()
+    def launch(self, batch: Batch) -> StepHandle:
+        """Queue one forward pass and its sampling; the sampled ids are copied to pinned host
+        memory asynchronously. On the CPU everything is done on return."""
+        start = end = None
         if self._events:
-            self._events[0].record()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
         if self._use_graph(batch):
             logits = self.graphs.run(batch)[self._tensor(batch.logits_indices)]
         else:
             logits = self._eager_logits(batch)
         if logits is None:
-            sampled = np.empty(0, dtype=np.int64)
-        else:
-            sampled = sample(logits, batch.temperature, batch.top_p, self.generator)
-        if self._events:
-            self._events[1].record()
-        if logits is not None:
-            sampled = sampled.cpu().numpy()  # the step's one host synchronisation
-        if self._events:
-            self._events[1].synchronize()
-            self.last_device_time_s = self._events[0].elapsed_time(self._events[1]) / 1e3
-        return sampled
+            return StepHandle(torch.empty(0, dtype=torch.long), None, None, self)
+        sampled = sample(logits, batch.temperature, batch.top_p, self.generator)
+        if self.device.type != "cuda":
+            return StepHandle(sampled, None, None, self)
+        host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=True)
+        host.copy_(sampled, non_blocking=True)
+        end.record()
+        return StepHandle(host, start, end, self)
 
     def _use_graph(self, batch: Batch) -> bool:
         return (
@@ -139,6 +139,23 @@ class ModelRunner:
         stream.wait_stream(torch.cuda.current_stream())  # the last step's cache writes are done
         swap_blocks(src, dst, src_ids, dst_ids, stream=stream)
         stream.synchronize()
+
+
+class StepHandle:
+    """A launched step. `result()` waits for its sampled ids (the step's one host
+    synchronisation) and sets `device_time_s`, the forward + sampling time on the device."""
+
+    def __init__(self, sampled: torch.Tensor, start, end, runner) -> None:
+        self._sampled, self._start, self._end, self._runner = sampled, start, end, runner
+        self.device_time_s: float | None = None
+
+    def result(self) -> np.ndarray:
+        if self._end is not None:
+            self._end.synchronize()
+            self.device_time_s = self._start.elapsed_time(self._end) / 1e3
+            self._runner.last_device_time_s = self.device_time_s
+            self._end = None
+        return self._sampled.numpy()
 
 
 def sample(

@@ -89,9 +89,10 @@ def _hf_greedy(hf, prompt: tuple[int, ...], n: int) -> list[int]:
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, requires_cuda])]
 
 
+@pytest.mark.parametrize("pipelined", [False, True], ids=["sync", "pipelined"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_engine_matches_hf_generate(kind, device, tmp_path):
+def test_engine_matches_hf_generate(kind, device, pipelined, tmp_path):
     """fp32 on both devices; on cuda through the Triton kernels (and HF on the GPU too)."""
     hf = _save_random_checkpoint(kind, tmp_path).to(device)
     model = build_model("tiny", str(tmp_path), torch.device(device), torch.float32)
@@ -101,7 +102,7 @@ def test_engine_matches_hf_generate(kind, device, tmp_path):
     specs = make_specs(prompt_lens, output_lens, vocab_size=256, seed=1)
     engine = make_engine(
         OddChunks(chunk=7), model=model, num_gpu_blocks=64, block_size=16,
-        max_num_batched_tokens=24, max_num_seqs=8, backend=backend,
+        max_num_batched_tokens=24, max_num_seqs=8, backend=backend, pipelined=pipelined,
     )  # fmt: skip
     run_to_completion(engine, specs)
     steps = engine.recorder.steps_frame()

@@ -58,7 +58,7 @@ def test_sigterm_writes_partial_results_and_exits_nonzero(tmp_path):
 
 
 def test_device_fault_mid_step_keeps_partial_results(compose_cfg, tmp_path, monkeypatch):
-    real = model_runner.ModelRunner.execute
+    real = model_runner.ModelRunner.launch
     calls = {"n": 0}
 
     def flaky(self, batch):
@@ -67,7 +67,7 @@ def test_device_fault_mid_step_keeps_partial_results(compose_cfg, tmp_path, monk
             raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
         return real(self, batch)
 
-    monkeypatch.setattr(model_runner.ModelRunner, "execute", flaky)
+    monkeypatch.setattr(model_runner.ModelRunner, "launch", flaky)
     cfg = compose_cfg(*SMALL, "workload.num_requests=30", "workload.arrival.rate=300")
     result = run(cfg, tmp_path)
     assert result.summary["complete"] is False
