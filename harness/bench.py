@@ -209,9 +209,24 @@ def hf_static(hf, specs, batch_size: int = 32) -> dict:
     }
 
 
-def peers(preset: str, trace: str, n: int) -> dict:
+def uniform_specs(n: int, vocab_size: int, seed: int = 0) -> list[RequestSpec]:
+    """The issue's peer workload: prompts uniform in [64, 1024], outputs uniform in [32, 512]."""
+    rng = np.random.default_rng(seed)
+    return [
+        RequestSpec(f"u{i:05d}", 0.0, tuple(rng.integers(0, vocab_size, int(rng.integers(64, 1025))).tolist()),
+                    int(rng.integers(32, 513)))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def peers(
+    preset: str, trace: str, n: int, workload: str = "sharegpt", static_batch: int = 64
+) -> dict:
     model = _build_model(preset)
-    specs = sharegpt_specs(trace, n, model.args.vocab_size, seed=1)
+    if workload == "uniform":
+        specs = uniform_specs(n, model.args.vocab_size, seed=1)
+    else:
+        specs = sharegpt_specs(trace, n, model.args.vocab_size, seed=1)
     res = {
         "num_requests": n,
         "engine": engine_run(model, specs, "fcfs", "budget.max_num_batched_tokens=8192"),
@@ -222,7 +237,8 @@ def peers(preset: str, trace: str, n: int) -> dict:
     gc.collect()
     torch.cuda.empty_cache()
     hf = _hf_model(args)
-    for name, fn in (("hf_continuous", hf_continuous), ("hf_static", hf_static)):
+    static = lambda hf, specs: hf_static(hf, specs, static_batch)  # noqa: E731
+    for name, fn in (("hf_continuous", hf_continuous), ("hf_static", static)):
         try:
             res[name] = fn(hf, specs)
         except Exception as exc:  # a peer's API drift must not cost the other figures
@@ -355,7 +371,9 @@ def main() -> None:
         "--trace", default="../shared/traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
     )
     ap.add_argument("--num-requests", type=int, default=1000)
-    ap.add_argument("--peer-requests", type=int, default=128)
+    ap.add_argument("--peer-requests", type=int, default=256)
+    ap.add_argument("--peer-workload", choices=["uniform", "sharegpt"], default="uniform")
+    ap.add_argument("--peer-static-batch", type=int, default=64)
     ap.add_argument("--load-requests", type=int, default=400)
     ap.add_argument("--rates", type=float, nargs=3, default=[20.0, 40.0, 80.0])
     ap.add_argument("--offline-configs", nargs="+", default=["fcfs:8192:256", "fcfs:8192:512",
@@ -374,7 +392,9 @@ def main() -> None:
                 model = None
                 gc.collect()
                 torch.cuda.empty_cache()
-                results[section] = peers(a.model, a.trace, a.peer_requests)
+                results[section] = peers(
+                    a.model, a.trace, a.peer_requests, a.peer_workload, a.peer_static_batch
+                )
             else:
                 model = model or _build_model(a.model)
                 if section == "offline":
