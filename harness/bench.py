@@ -220,34 +220,46 @@ def uniform_specs(n: int, vocab_size: int, seed: int = 0) -> list[RequestSpec]:
 
 
 def peers(
-    preset: str, trace: str, n: int, workload: str = "sharegpt", static_batch: int = 64
+    preset: str,
+    trace: str,
+    n: int,
+    workload: str = "sharegpt",
+    static_batch: int = 64,
+    policies: tuple[str, ...] = ("fcfs",),
+    with_static: bool = True,
 ) -> dict:
+    """This engine (each policy) and the HF peers on the same requests, in one process."""
     model = _build_model(preset)
     if workload == "uniform":
         specs = uniform_specs(n, model.args.vocab_size, seed=1)
     else:
         specs = sharegpt_specs(trace, n, model.args.vocab_size, seed=1)
-    res = {
-        "num_requests": n,
-        "engine": engine_run(model, specs, "fcfs", "budget.max_num_batched_tokens=8192"),
-    }
-    print("peers engine", json.dumps(res["engine"]), flush=True)
+    res = {"num_requests": n, "workload": workload}
+    for policy in policies:
+        budget = 8192 if policy == "fcfs" else 2048
+        res[f"engine_{policy}"] = engine_run(
+            model, specs, policy, f"budget.max_num_batched_tokens={budget}",
+            "budget.max_num_seqs=256",
+        )  # fmt: skip
+        print("peers engine", policy, json.dumps(res[f"engine_{policy}"]), flush=True)
     args = model.args
     del model
     gc.collect()
     torch.cuda.empty_cache()
     hf = _hf_model(args)
     static = lambda hf, specs: hf_static(hf, specs, static_batch)  # noqa: E731
-    for name, fn in (("hf_continuous", hf_continuous), ("hf_static", static)):
+    runs = [("hf_continuous", hf_continuous)] + ([("hf_static", static)] if with_static else [])
+    for name, fn in runs:
         try:
             res[name] = fn(hf, specs)
         except Exception as exc:  # a peer's API drift must not cost the other figures
             res[name] = {"error": repr(exc)}
         print("peers", name, json.dumps(res[name]), flush=True)
-    ours = res["engine"]["output_throughput_tok_s"]
-    for name in ("hf_continuous", "hf_static"):
-        if "output_tok_s" in res[name]:
-            res[f"ratio_vs_{name}"] = ours / res[name]["output_tok_s"]
+    for policy in policies:
+        ours = res[f"engine_{policy}"]["output_throughput_tok_s"]
+        for name, _ in runs:
+            if "output_tok_s" in res[name]:
+                res[f"ratio_{policy}_vs_{name}"] = ours / res[name]["output_tok_s"]
     return res
 
 
@@ -342,14 +354,14 @@ def _triton():
     return TritonAttention()
 
 
-def load(model, rates: list[float], n: int) -> dict:
+def load(model, rates: list[float], n: int, blocks: int = 400) -> dict:
     res = {}
     for policy in ("fcfs", "chunked_prefill", "preempt_cpu"):
         for rate in rates:
             key = f"{policy}_rate{rate:g}"
             res[key] = engine_run(
                 model, None, policy, "workload=bursty", f"workload.num_requests={n}",
-                f"workload.arrival.rate={rate}", "budget.num_gpu_blocks=400",
+                f"workload.arrival.rate={rate}", f"budget.num_gpu_blocks={blocks}",
                 "budget.max_num_seqs=64", "budget.num_cpu_blocks=4000",
             )  # fmt: skip
             print(key, json.dumps(res[key]), flush=True)
@@ -374,6 +386,9 @@ def main() -> None:
     ap.add_argument("--peer-requests", type=int, default=256)
     ap.add_argument("--peer-workload", choices=["uniform", "sharegpt"], default="uniform")
     ap.add_argument("--peer-static-batch", type=int, default=64)
+    ap.add_argument("--peer-policies", nargs="+", default=["fcfs", "chunked_prefill"])
+    ap.add_argument("--peer-skip-static", action="store_true")
+    ap.add_argument("--load-blocks", type=int, default=400)
     ap.add_argument("--load-requests", type=int, default=400)
     ap.add_argument("--rates", type=float, nargs=3, default=[20.0, 40.0, 80.0])
     ap.add_argument("--offline-configs", nargs="+", default=["fcfs:8192:256", "fcfs:8192:512",
@@ -393,7 +408,13 @@ def main() -> None:
                 gc.collect()
                 torch.cuda.empty_cache()
                 results[section] = peers(
-                    a.model, a.trace, a.peer_requests, a.peer_workload, a.peer_static_batch
+                    a.model,
+                    a.trace,
+                    a.peer_requests,
+                    a.peer_workload,
+                    a.peer_static_batch,
+                    tuple(a.peer_policies),
+                    not a.peer_skip_static,
                 )
             else:
                 model = model or _build_model(a.model)
@@ -403,7 +424,7 @@ def main() -> None:
                     c = results.get("ceilings") or ceilings()
                     results[section] = roofline(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
                 elif section == "load":
-                    results[section] = load(model, a.rates, a.load_requests)
+                    results[section] = load(model, a.rates, a.load_requests, a.load_blocks)
                 elif section == "profile":
                     results[section] = profile(model)
         except Exception as exc:
