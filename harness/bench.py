@@ -111,6 +111,10 @@ def engine_run(model, specs, policy: str, *overrides: str) -> dict:
         if len(dec):
             out["host_share_decode_ge200"] = float((dec.host_time_s / dec.duration_s).mean())
             out["decode_ge200_step_ms"] = float(dec.duration_s.median() * 1e3)
+        moved = int(steps.num_swapped_out_blocks.sum() + steps.num_swapped_in_blocks.sum())
+        if moved:
+            out["swapped_blocks"] = moved
+            out["swap_ms_per_block"] = float(steps.swap_time_s.sum() / moved * 1e3)
     out["policy"], out["overrides"] = policy, list(overrides)
     del result
     gc.collect()  # the run's KV cache and CUDA-graph pools go before the next run sizes its own
@@ -354,9 +358,11 @@ def _triton():
     return TritonAttention()
 
 
-def load(model, rates: list[float], n: int, blocks: int = 400) -> dict:
+def load(
+    model, rates, n: int, blocks: int = 400, policies=("fcfs", "chunked_prefill", "preempt_cpu")
+):
     res = {}
-    for policy in ("fcfs", "chunked_prefill", "preempt_cpu"):
+    for policy in policies:
         for rate in rates:
             key = f"{policy}_rate{rate:g}"
             res[key] = engine_run(
@@ -389,6 +395,9 @@ def main() -> None:
     ap.add_argument("--peer-policies", nargs="+", default=["fcfs", "chunked_prefill"])
     ap.add_argument("--peer-skip-static", action="store_true")
     ap.add_argument("--load-blocks", type=int, default=400)
+    ap.add_argument(
+        "--load-policies", nargs="+", default=["fcfs", "chunked_prefill", "preempt_cpu"]
+    )
     ap.add_argument("--load-requests", type=int, default=400)
     ap.add_argument("--rates", type=float, nargs=3, default=[20.0, 40.0, 80.0])
     ap.add_argument("--offline-configs", nargs="+", default=["fcfs:8192:256", "fcfs:8192:512",
@@ -424,7 +433,9 @@ def main() -> None:
                     c = results.get("ceilings") or ceilings()
                     results[section] = roofline(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
                 elif section == "load":
-                    results[section] = load(model, a.rates, a.load_requests, a.load_blocks)
+                    results[section] = load(
+                        model, a.rates, a.load_requests, a.load_blocks, a.load_policies
+                    )
                 elif section == "profile":
                     results[section] = profile(model)
         except Exception as exc:
