@@ -54,3 +54,11 @@ def test_empty_latencies_are_null_not_nan():
     s = summarize(requests_frame([_req("c", 0.0, [], status=RequestStatus.REJECTED)]), _steps(0))
     assert s["ttft_s"]["p99"] is None and s["output_throughput_tok_s"] == 0.0
     assert not any(isinstance(v, float) and math.isnan(v) for v in s.values())
+
+
+def test_starved_requests_are_counted():
+    a, b = _req("a", 0.0, [1.0]), _req("b", 0.0, [2.0])
+    a.num_preemptions, b.num_preemptions = 8, 7
+    s = summarize(requests_frame([a, b]), _steps(1), starvation_threshold=8)
+    assert s["num_starved"] == 1 and s["num_preemptions"] == 15
+    assert summarize(requests_frame([a, b]), _steps(1))["num_starved"] == 0

@@ -29,3 +29,11 @@ def test_running_request_without_victims_preempts_itself():
     plan = StepPlan(make_view(running=[a], num_free_blocks=0))
     schedule_running(plan, [a], whole)
     assert plan.preempt == {"a": Preemption.RECOMPUTE} and not plan.scheduled
+
+
+def test_starving_requests_are_victims_only_when_nothing_else_is_left():
+    old = make_decode("old", arrival_s=0.0)
+    starving = make_decode("starving", arrival_s=9.0, num_preemptions=8)
+    assert pick_victim([old, starving]).request_id == "starving"  # no threshold: latest arrival
+    assert pick_victim([old, starving], protect_at=8).request_id == "old"
+    assert pick_victim([starving], protect_at=8).request_id == "starving"
