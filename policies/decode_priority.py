@@ -1,43 +1,59 @@
 """Decode-priority batching (TensorRT-LLM's generation-first in-flight batching).
 
-Rule: every running decode runs every step, oldest first, preempting the latest arrival when the
-KV cache runs out (`preemption: recompute` or `swap`); swapped requests come back next, oldest
-first. Waiting prompts are admitted whole, in arrival order, only into the token budget, seats
-and KV (keeping the watermark) left after the decodes; with `skip_ahead` (the default) a prompt
-that does not fit what is left is passed over for later, shorter ones instead of blocking them.
-No admission in a step that preempts or while a swapped request waits to come back.
+Rule: every running decode runs every step, oldest first. Waiting prompts are admitted whole,
+in arrival order, only into the token budget and seats left after the decodes, and only if the
+KV cache can hold them at their *full* length (prompt + max output) on top of what every running
+request will still grow by (TensorRT-LLM's GUARANTEED_NO_EVICT): so a decode is never stalled
+or preempted for want of blocks. With `skip_ahead` (the default) a prompt that does not fit is
+passed over for later, shorter ones instead of blocking them. `reserve_full_length: false`
+admits on the blocks needed now (like fcfs), and then the KV cache can run out: the latest
+arrival is preempted (`preemption: recompute | swap`).
 Keeps ITL flat; a new prompt waits for room, so TTFT grows under load.
 """
 
 from __future__ import annotations
 
-from policies.base import Decision, Policy, Preemption, SchedulerView
-from policies.batching import (
-    StepPlan,
-    admit_waiting,
-    by_importance,
-    schedule_running,
-    swap_in_swapped,
-    whole,
-)
+from policies.base import RequestView, SchedulerView
+from policies.batching import StepPlan, admit_waiting, whole
+from policies.fcfs import FcfsPolicy
 
 
-class DecodePriorityPolicy(Policy):
-    """Decodes first, always; whole prompts fill the budget they leave."""
+def full_length_blocks(view: SchedulerView, request: RequestView) -> int:
+    """Blocks the request holds once it has generated every output token it may."""
+    return -(-(request.num_prompt_tokens + request.max_output_tokens - 1) // view.block_size)
 
-    def __init__(self, skip_ahead: bool = True, preemption: str = "recompute") -> None:
+
+class DecodePriorityPolicy(FcfsPolicy):
+    """Decodes first, always; whole prompts fill what they leave, KV reserved to full length."""
+
+    def __init__(
+        self,
+        skip_ahead: bool = True,
+        reserve_full_length: bool = True,
+        preemption: str = "recompute",
+    ) -> None:
+        super().__init__(preemption)
         self.skip_ahead = skip_ahead
-        self.preemption = Preemption(preemption)
-
-    def schedule(self, view: SchedulerView) -> Decision:
-        plan = StepPlan(view, self.preemption)
-        self._schedule_running(plan)
-        if swap_in_swapped(plan, whole) and not plan.preempt:
-            self._admit_waiting(plan)
-        return plan.decision()
-
-    def _schedule_running(self, plan: StepPlan) -> None:
-        schedule_running(plan, sorted(plan.view.running, key=by_importance), whole)
+        self.reserve_full_length = reserve_full_length
 
     def _admit_waiting(self, plan: StepPlan) -> None:
-        admit_waiting(plan, whole, skip_ahead=self.skip_ahead)
+        if not self.reserve_full_length:
+            admit_waiting(plan, whole, skip_ahead=self.skip_ahead)
+            return
+        view = plan.view
+        reserve = view.watermark_blocks + sum(
+            max(0, full_length_blocks(view, r) - r.num_blocks) for r in view.running + view.swapped
+        )
+        for request in view.waiting:
+            if plan.num_seats_left < 1:
+                return
+            n = whole(plan, request)
+            full = full_length_blocks(view, request) - request.num_blocks
+            if n < 1 or n > plan.num_tokens_left or full > plan.num_free_blocks - reserve:
+                if self.skip_ahead:
+                    continue
+                return
+            now = plan.num_new_blocks(request, n)
+            plan.schedule(request, n)
+            plan.num_seats_left -= 1
+            reserve += full - now  # what this request will still grow by

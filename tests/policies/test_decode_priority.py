@@ -31,3 +31,18 @@ def test_never_stalls_a_decode_in_the_engine(scenario):
     assert (steps.num_decode_tokens == decoding_before).all()
     assert ((steps.num_prefill_tokens > 0) & (steps.num_decode_tokens > 0)).any()
     assert (requests.status == "finished").all()
+
+
+def test_admission_reserves_every_request_s_full_length():
+    # block size 16 (make_view's default): 'd' holds 3 blocks, will grow to 4 (32 + 40 - 1 tokens
+    # need 5: 2 more). 'p' needs 2 blocks now but 4 at full length (32 + 32 - 1 = 63 tokens).
+    d = make_decode("d", num_prompt_tokens=32, outputs=4, max_output_tokens=40)
+    p = make_request_view("p", 1.0, 32, max_output_tokens=32)
+    blocks_now = d.num_blocks + 2  # p's blocks now
+    tight = make_view(running=[d], waiting=[p], num_free_blocks=5, num_total_blocks=blocks_now + 3)
+    assert "p" not in DecodePriorityPolicy().schedule(tight).num_scheduled_tokens
+    assert (
+        "p" in DecodePriorityPolicy(reserve_full_length=False).schedule(tight).num_scheduled_tokens
+    )
+    roomy = make_view(running=[d], waiting=[p], num_free_blocks=6)
+    assert DecodePriorityPolicy().schedule(roomy).num_scheduled_tokens == {"d": 1, "p": 32}
