@@ -287,18 +287,12 @@ class Engine:
         rows = self._validate(d)
         applied = _Applied(scheduled=[])
         self._preempt(d.preempt, applied)
-        if d.swap_in:
-            t0 = self.clock.now()
-            pairs = []
-            for rid in d.swap_in:
-                pairs += self.kv.swap_in(rid)
-                r = self.swapped.pop(rid)
-                r.status = RequestStatus.RUNNING
-                self.running[rid] = r
-            self.executor.swap_in(pairs)
-            self.clock.advance_swap(len(pairs))
-            applied.num_swapped_in_blocks = len(pairs)
-            applied.swap_time_s += self.clock.now() - t0
+        moved = []
+        for rid in d.swap_in:
+            moved.append((self.swapped.pop(rid), self.kv.swap_in(rid)))
+            moved[-1][0].status = RequestStatus.RUNNING
+            self.running[rid] = moved[-1][0]
+        applied.num_swapped_in_blocks = self._copy_blocks(moved, self.executor.swap_in, applied)
         for r, n, need in rows:
             rid = r.request_id
             if need or rid not in self.kv.block_tables:
@@ -314,28 +308,39 @@ class Engine:
 
     def _preempt(self, preempt: dict[str, Preemption], applied: _Applied) -> None:
         recomputed: list[Request] = []
-        swap_pairs: list[tuple[int, int]] = []
+        moved = []
         for rid, kind in preempt.items():
             r = self.running.pop(rid)
             r.num_preemptions += 1
             if kind is Preemption.SWAP:
-                swap_pairs += self.kv.swap_out(rid)
+                moved.append((r, self.kv.swap_out(rid)))
                 r.status, r.num_swaps = RequestStatus.SWAPPED, r.num_swaps + 1
                 self.swapped[rid] = r
             else:
                 self.kv.free(rid)
                 r.status, r.num_computed_tokens = RequestStatus.WAITING, 0
                 recomputed.append(r)
-        if swap_pairs:
-            t0 = self.clock.now()
-            self.executor.swap_out(swap_pairs)
-            self.clock.advance_swap(len(swap_pairs))
-            applied.swap_time_s += self.clock.now() - t0
+        num_swapped_out = self._copy_blocks(moved, self.executor.swap_out, applied)
         # Recompute victims go back to the front of the queue, oldest first.
         recomputed.sort(key=lambda r: r.arrival_s)
         self.waiting = {**{r.request_id: r for r in recomputed}, **self.waiting}
         applied.num_preempted = len(preempt)
-        applied.num_swapped_out_blocks = len(swap_pairs)
+        applied.num_swapped_out_blocks = num_swapped_out
+
+    def _copy_blocks(self, moved: list[tuple[Request, list]], copy, applied: _Applied) -> int:
+        """Run one batched swap copy for all `moved` (request, block pairs); time it, and charge
+        each request its share by blocks. Returns the number of blocks moved."""
+        pairs = [p for _, request_pairs in moved for p in request_pairs]
+        if not pairs:
+            return 0
+        t0 = self.clock.now()
+        copy(pairs)
+        self.clock.advance_swap(len(pairs))
+        elapsed = self.clock.now() - t0
+        applied.swap_time_s += elapsed
+        for r, request_pairs in moved:
+            r.swap_time_s += elapsed * len(request_pairs) / len(pairs)
+        return len(pairs)
 
     # -- batch, update, record -----------------------------------------------------------
     def _prepare(

@@ -60,6 +60,7 @@ def requests_frame(requests: Iterable[Request]) -> pd.DataFrame:
                 "queue_wait_s": first_sched - r.arrival_s,
                 "num_preemptions": r.num_preemptions,
                 "num_swaps": r.num_swaps,
+                "swap_time_s": r.swap_time_s,
                 "token_times_s": list(times),
                 "output_ids": list(r.output_ids),
             }

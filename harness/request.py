@@ -48,6 +48,7 @@ class Request:
     finish_s: float | None = None
     num_preemptions: int = 0
     num_swaps: int = 0
+    swap_time_s: float = 0.0  # its share of the swap copies' time (out and in)
     reason: str = ""
 
     @property

@@ -91,3 +91,17 @@ def test_token_times_and_step_records():
     assert steps["num_prefill_tokens"].sum() == 38
     assert steps["num_decode_tokens"].sum() == (5 - 1) + (3 - 1)
     assert (steps["num_prefill_tokens"] + steps["num_decode_tokens"] <= 512).all()
+
+
+def test_swap_preemption_records_blocks_and_time_per_step_and_request():
+    engine = make_engine(FcfsPolicy(preemption="swap"), num_gpu_blocks=6, num_cpu_blocks=16,
+                         block_size=4, max_num_seqs=6)  # fmt: skip
+    run_to_completion(engine, make_specs([6, 6, 6], [10, 10, 10], arrivals=[0.0, 0.1, 0.2]))
+    steps = engine.recorder.steps_frame()
+    reqs = list(engine.requests.values())
+    assert all(r.status is RequestStatus.FINISHED for r in reqs)
+    assert sum(r.num_swaps for r in reqs) > 0
+    assert steps.num_swapped_out_blocks.sum() == steps.num_swapped_in_blocks.sum() > 0
+    assert sum(r.swap_time_s for r in reqs) == pytest.approx(steps.swap_time_s.sum())
+    assert all((r.swap_time_s > 0) == (r.num_swaps > 0) for r in reqs)
+    assert engine.kv.cpu.num_free_blocks == 16

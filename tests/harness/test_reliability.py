@@ -38,7 +38,8 @@ def _accounting_holds(folder: Path, n: int) -> dict:
     return summary
 
 
-def test_sigterm_writes_partial_results_and_exits_nonzero(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_writes_partial_results_and_exits_nonzero(tmp_path, sig):
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", *SMALL, "workload.num_requests=400",
          "workload.arrival.rate=20", f"hydra.run.dir={tmp_path}"],
@@ -48,7 +49,7 @@ def test_sigterm_writes_partial_results_and_exits_nonzero(tmp_path):
     while not (tmp_path / ".hydra").exists() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(6)  # model built, serving under way (400 requests at 20/s take ~20 s)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert "interrupted at step" in err
