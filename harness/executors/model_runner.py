@@ -59,7 +59,6 @@ class ModelRunner:
             )  # fmt: skip
             self.graphs.capture()
         self._events = self.device.type == "cuda"  # time each step on the device
-        self.last_device_time_s: float | None = None  # the last step's forward + sampling on device
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device, non_blocking=True)
@@ -81,14 +80,14 @@ class ModelRunner:
         else:
             logits = self._eager_logits(batch)
         if logits is None:
-            return StepHandle(torch.empty(0, dtype=torch.long), None, None, self)
+            return StepHandle(torch.empty(0, dtype=torch.long), None, None)
         sampled = sample(logits, batch.temperature, batch.top_p, self.generator)
         if self.device.type != "cuda":
-            return StepHandle(sampled, None, None, self)
+            return StepHandle(sampled, None, None)
         host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=True)
         host.copy_(sampled, non_blocking=True)
         end.record()
-        return StepHandle(host, start, end, self)
+        return StepHandle(host, start, end)
 
     def _use_graph(self, batch: Batch) -> bool:
         return (
@@ -145,15 +144,14 @@ class StepHandle:
     """A launched step. `result()` waits for its sampled ids (the step's one host
     synchronisation) and sets `device_time_s`, the forward + sampling time on the device."""
 
-    def __init__(self, sampled: torch.Tensor, start, end, runner) -> None:
-        self._sampled, self._start, self._end, self._runner = sampled, start, end, runner
+    def __init__(self, sampled: torch.Tensor, start, end) -> None:
+        self._sampled, self._start, self._end = sampled, start, end
         self.device_time_s: float | None = None
 
     def result(self) -> np.ndarray:
         if self._end is not None:
             self._end.synchronize()
             self.device_time_s = self._start.elapsed_time(self._end) / 1e3
-            self._runner.last_device_time_s = self.device_time_s
             self._end = None
         return self._sampled.numpy()
 
