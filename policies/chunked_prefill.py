@@ -3,7 +3,7 @@
 Rule: every step first schedules all running decodes (oldest first), then fills the token budget
 left with chunks of in-progress prefills, then swapped requests coming back (oldest first), then
 chunks of new prompts in arrival order. A chunk is what fits the budget left, the free KV blocks
-and, if `long_prefill_token_threshold` > 0, that many tokens (so a long prompt cannot take a
+(a new prompt is started only if its whole prompt fits them) and, if `long_prefill_token_threshold` > 0, that many tokens (so a long prompt cannot take a
 whole step from short ones). At most `max_num_partial_prefills` requests may be left part-way
 through their prompt at once. No step ever exceeds `max_num_batched_tokens` and no decode is
 ever stalled by a prefill. When the KV cache runs out the latest arrival is preempted
@@ -66,12 +66,18 @@ class ChunkedPrefillPolicy(Policy):
         return n
 
     def _admission_chunk(self, plan: StepPlan, request: RequestView) -> int:
-        """A new prompt's first chunk: also within the free blocks (keeping the watermark), and
-        0 if it would leave one partial prefill too many."""
+        """A new prompt's first chunk: 0 unless the free blocks (keeping the watermark) hold its
+        whole prompt, as vLLM's `can_allocate` (a prompt started but unable to finish would be
+        preempted and recomputed), or if it would leave one partial prefill too many."""
         n = self._chunk(plan, request)
         if not self.chunks_prefills:
             return n
-        n = min(n, plan.max_tokens_in_blocks(request, plan.view.watermark_blocks))
+        reserve = plan.view.watermark_blocks
+        if (
+            plan.num_new_blocks(request, request.num_uncomputed_tokens)
+            > plan.num_free_blocks - reserve
+        ):
+            return 0
         if n < request.num_uncomputed_tokens:
             if self._num_partial_prefills(plan) >= self.max_num_partial_prefills:
                 return 0

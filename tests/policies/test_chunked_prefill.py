@@ -36,9 +36,20 @@ def test_partial_prefill_limit_and_long_prefill_threshold():
     assert d.num_scheduled_tokens == {"p": 64, "long": 64, "short": 20}
 
 
-def test_chunk_shrinks_to_free_blocks():
-    view = make_view(waiting=[make_request_view("w", 0.0, 300)], num_free_blocks=5)
-    assert ChunkedPrefillPolicy().schedule(view).num_scheduled_tokens == {"w": 80}
+def test_new_prompt_starts_only_if_it_can_finish_but_a_started_one_shrinks_to_free_blocks():
+    waiting = make_request_view("w", 0.0, 300)  # 300 tokens: 19 blocks of 16
+    assert (
+        ChunkedPrefillPolicy()
+        .schedule(make_view(waiting=[waiting], num_free_blocks=5))
+        .num_scheduled_tokens
+        == {}
+    )
+    assert ChunkedPrefillPolicy().schedule(
+        make_view(waiting=[waiting], num_free_blocks=19)
+    ).num_scheduled_tokens == {"w": 300}
+    started = make_request_view("p", 0.0, 300, num_computed_tokens=32)  # holds 2 blocks
+    view = make_view(running=[started], num_free_blocks=5)
+    assert ChunkedPrefillPolicy().schedule(view).num_scheduled_tokens == {"p": 80}
 
 
 def test_long_prompt_is_split_without_stalling_decodes(scenario):
