@@ -8,6 +8,7 @@ Sections (each writes `DIR/<section>.json` and prints a line per figure):
   roofline  a decode step at batch 256 x context 1k against (weights + KV bytes) / copy
             bandwidth; an 8k-token prefill against the bf16 matmul rate
   load      the bursty workload at three arrival rates for fcfs, chunked_prefill, preempt_cpu
+  decode    CUDA-graph decode steps over batch sizes and contexts against the same floor
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def engine_run(model, specs, policy: str, *overrides: str) -> dict:
         if len(dec):
             out["host_share_decode_ge200"] = float((dec.host_time_s / dec.duration_s).mean())
             out["decode_ge200_step_ms"] = float(dec.duration_s.median() * 1e3)
+        if steps["device_time_s"].notna().all():
+            # how much of the run the GPU was busy (pipelined steps: gaps are host waits)
+            out["device_busy_share"] = float(steps.device_time_s.sum() / s["duration_s"])
         moved = int(steps.num_swapped_out_blocks.sum() + steps.num_swapped_in_blocks.sum())
         if moved:
             out["swapped_blocks"] = moved
@@ -316,6 +320,63 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
     return res
 
 
+def _decode_batch(bs: int, ctx: int, block: int, vocab: int, first_block: int = 0):
+    from harness.executors.base import Batch
+
+    per_seq = -(-ctx // block)
+    tables = first_block + np.arange(bs * per_seq, dtype=np.int32).reshape(bs, per_seq)
+    return Batch(
+        input_ids=np.random.randint(0, vocab, bs), positions=np.full(bs, ctx - 1, np.int64),
+        slot_mapping=tables[:, (ctx - 1) // block].astype(np.int64) * block + (ctx - 1) % block,
+        query_start_loc=np.arange(bs + 1, dtype=np.int32), seq_lens=np.full(bs, ctx, np.int32),
+        block_tables=tables, logits_indices=np.arange(bs), max_query_len=1, max_seq_len=ctx,
+    )  # fmt: skip
+
+
+@torch.inference_mode()
+def decode_sweep(
+    model,
+    copy_GBps: float,
+    matmul_TFLOPs: float,
+    sizes=(1, 16, 32, 64, 128, 192, 256, 384, 512),
+    contexts=(512, 1024, 2048),
+) -> dict:
+    """Graph-replayed decode steps (staging, sampling and the read-back included) at each batch
+    size and context that fits the memory, against max(weight + KV bytes / copy bandwidth,
+    matmul FLOPs / matmul rate + KV bytes / copy bandwidth)."""
+    from harness.executors.model_runner import ModelRunner, kv_block_bytes
+
+    block = 16
+    block_bytes = kv_block_bytes(model, block, torch.bfloat16)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weight_bytes -= model.args.vocab_size * model.args.hidden_size * 2  # embedding: a lookup
+    matmul_params = weight_bytes / 2
+    free = torch.cuda.mem_get_info()[0]
+    num_blocks = min(max(sizes) * -(-max(contexts) // block), int(free * 0.75) // block_bytes)
+    runner = ModelRunner(
+        model, num_blocks, 0, block, backend=_triton(), cuda_graphs=True,
+        max_num_seqs=max(sizes), max_model_len=max(contexts),
+    )  # fmt: skip
+    runner.kv_cache.normal_()
+    rows = []
+    for ctx in contexts:
+        for bs in sizes:
+            if bs * -(-ctx // block) > num_blocks:
+                continue
+            batch = _decode_batch(bs, ctx, block, model.args.vocab_size)
+            step_s = _timed(lambda b=batch: runner.execute(b), warmup=3, iters=10)
+            kv_s = bs * -(-ctx // block) * block_bytes / (copy_GBps * 1e9)
+            mem_s = weight_bytes / (copy_GBps * 1e9) + kv_s
+            flop_s = 2 * matmul_params * bs / (matmul_TFLOPs * 1e12) + kv_s
+            floor_s = max(mem_s, flop_s)
+            rows.append({"batch": bs, "context": ctx, "step_ms": step_s * 1e3,
+                         "floor_ms": floor_s * 1e3, "over_floor": step_s / floor_s})  # fmt: skip
+            print("decode", json.dumps(rows[-1]), flush=True)
+    runner = None  # noqa: F841  (its KV cache goes before the next section)
+    torch.cuda.empty_cache()
+    return {"rows": rows}
+
+
 @torch.inference_mode()
 def profile(model) -> dict:
     """Kernel time breakdown of one eager decode step at batch 256 x context 1k."""
@@ -381,7 +442,7 @@ def main() -> None:
     ap.add_argument(
         "sections",
         nargs="+",
-        choices=["ceilings", "offline", "peers", "roofline", "load", "profile"],
+        choices=["ceilings", "offline", "peers", "roofline", "load", "profile", "decode"],
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", default="llama3_8b")
@@ -429,9 +490,10 @@ def main() -> None:
                 model = model or _build_model(a.model)
                 if section == "offline":
                     results[section] = offline(model, a.trace, a.num_requests, a.offline_configs)
-                elif section == "roofline":
-                    c = results.get("ceilings") or ceilings()
-                    results[section] = roofline(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
+                elif section in ("roofline", "decode"):
+                    c = results.setdefault("ceilings", ceilings())
+                    fn = roofline if section == "roofline" else decode_sweep
+                    results[section] = fn(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
                 elif section == "load":
                     results[section] = load(
                         model, a.rates, a.load_requests, a.load_blocks, a.load_policies

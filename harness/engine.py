@@ -87,7 +87,7 @@ class Engine:
         self.num_steps = 0
         self.num_done = 0  # finished + rejected + aborted
         self.pipelined = pipelined
-        self._inflight: _InFlight | None = None
+        self._inflight: list[_InFlight] = []  # launched steps, oldest first
         self._last_end_s = 0.0
 
     # -- arrivals ------------------------------------------------------------------------
@@ -128,20 +128,27 @@ class Engine:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running or self.swapped or self._inflight)
 
+    @property
+    def num_steps_started(self) -> int:
+        """Steps recorded plus those in flight: the index of the step being launched, or of the
+        newest one in flight (where an asynchronous device error surfaces)."""
+        return self.num_steps + len(self._inflight)
+
     # -- one iteration -------------------------------------------------------------------
     def step(self) -> bool:
         """Run one iteration. Returns False if the policy did nothing (no tokens, no swaps).
 
-        Pipelined (`pipelined=True`): the step is scheduled and its batch prepared while the
-        previous step still runs on the device; the previous step's tokens are then filled in
-        (into the requests and into this batch's decode rows) and this step is launched. This is
-        exact because output lengths are forced: no decision depends on a token's value.
+        Pipelined (`pipelined=True`): the step is scheduled, prepared and launched while the
+        previous one still runs on the device; decode rows whose last token is still on the
+        device take it from there (`Batch.feed`). Then the previous step's tokens are read back
+        and stamped while this one runs, so the device never waits for the host between steps.
+        This is exact because output lengths are forced: no decision depends on a token's value.
         """
         start_s = self.clock.now()
         decision = self.policy.schedule(self._view(start_s))
         applied = self._apply(decision)
         if not applied.scheduled:
-            progressed = self._inflight is not None
+            progressed = bool(self._inflight)
             self.flush()
             return progressed or applied.num_preempted > 0 or applied.num_swapped_in_blocks > 0
         # Decode rows first: the attention kernels take them as one cheap group.
@@ -152,37 +159,54 @@ class Engine:
             x for x, d in zip(applied.scheduled, is_decode, strict=True) if not d
         ]
         batch = self._prepare(applied.scheduled, decision.padding, num_decode)
+        prev = self._inflight[-1] if self._inflight else None
+        # Only decode rows can read a token still on the device: a preempted request is never
+        # rescheduled in the step that preempts it, so a recomputed prompt's tokens are all known.
+        assert not (batch.input_ids[num_decode:] == PLACEHOLDER_TOKEN).any()
+        if prev is not None:
+            batch.feed = self._feed(batch, applied.scheduled, num_decode, prev)
         host_done_s = self.clock.now()
-        self.flush()  # the previous step's tokens: into the requests, then into this batch
-        for row, r in enumerate(applied.scheduled[:num_decode]):
-            batch.input_ids[row] = r[0].output_ids[-1]
-        handle = self.executor.launch(batch)
+        handle = self.executor.launch(batch, prev.handle if prev is not None else None)
         sampled_rows = self._advance(applied.scheduled)
-        self._inflight = _InFlight(
+        self._inflight.append(_InFlight(
             handle, batch, sampled_rows, applied, start_s, host_done_s, num_decode,
             decision.num_padding_tokens,
-        )  # fmt: skip
-        if not self.pipelined:
-            self.flush()
+        ))  # fmt: skip
+        self.flush(keep=1 if self.pipelined else 0)  # earlier steps' tokens, while this one runs
         return True
 
-    def flush(self) -> None:
-        """Wait for the step in flight, if any: stamp its tokens and record it."""
-        f = self._inflight
-        if f is None:
-            return
-        sampled = f.handle.result()  # may raise (a device fault): the step stays in flight
-        self._inflight = None
-        self.clock.advance_step(f.batch)
-        end_s = self.clock.now()
-        for (r, index), token in zip(f.sampled_rows, sampled.tolist(), strict=True):
-            r.output_ids[index] = token
-            r.token_times_s.append(end_s)
-            if r.status is RequestStatus.FINISHED:
-                r.finish_s = end_s
-        self._record(f, end_s)
-        self._last_end_s = end_s
-        self.num_steps += 1
+    @staticmethod
+    def _feed(
+        batch: Batch, scheduled: list[tuple[Request, int]], num_decode: int, prev: _InFlight
+    ) -> np.ndarray | None:
+        """Rows whose input is a token of `prev` still on the device -> its sampled row there."""
+        ids = batch.input_ids[:num_decode]
+        waiting = np.flatnonzero(ids == PLACEHOLDER_TOKEN)
+        if not len(waiting):
+            return None
+        row_of = {r.request_id: k for k, (r, _) in enumerate(prev.sampled_rows)}
+        feed = np.full(batch.num_tokens, -1, dtype=np.int64)
+        feed[waiting] = [row_of[scheduled[i][0].request_id] for i in waiting]
+        ids[waiting] = 0
+        return feed
+
+    def flush(self, keep: int = 0) -> None:
+        """Wait for the steps in flight, oldest first, until `keep` remain: stamp their tokens
+        and record them."""
+        while len(self._inflight) > keep:
+            f = self._inflight[0]
+            sampled = f.handle.result()  # may raise (a device fault): the step stays in flight
+            self._inflight.pop(0)
+            self.clock.advance_step(f.batch)
+            end_s = self.clock.now()
+            for (r, index), token in zip(f.sampled_rows, sampled.tolist(), strict=True):
+                r.output_ids[index] = token
+                r.token_times_s.append(end_s)
+                if r.status is RequestStatus.FINISHED and index == len(r.output_ids) - 1:
+                    r.finish_s = end_s
+            self._record(f, end_s)
+            self._last_end_s = end_s
+            self.num_steps += 1
 
     def _view(self, now_s: float) -> SchedulerView:
         def snap(r: Request) -> RequestView:
@@ -452,8 +476,8 @@ class Engine:
         )
 
     def _lost_rows(self) -> list[tuple[Request, int]]:
-        f, self._inflight = self._inflight, None
-        return f.sampled_rows if f else []
+        lost, self._inflight = self._inflight, []
+        return [row for f in lost for row in f.sampled_rows]
 
     def abort_unfinished(self, reason: str, not_arrived: list[RequestSpec] = ()) -> None:
         """Mark every request not yet done, and those that never arrived, as aborted."""

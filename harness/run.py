@@ -170,7 +170,10 @@ def run(
             complete, error = False, str(exc)
         except Exception as exc:  # an executor/device fault: keep what was done, say where
             traceback.print_exc()
-            complete, error = False, f"step {engine.num_steps} failed: {type(exc).__name__}: {exc}"
+            complete, error = (
+                False,
+                f"step {engine.num_steps_started} failed: {type(exc).__name__}: {exc}",
+            )
     if not complete:
         arrived = engine.requests
         engine.abort_unfinished(error, [s for s in specs if s.request_id not in arrived])

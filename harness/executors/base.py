@@ -26,6 +26,9 @@ class Batch:
     max_decode_seq_len: int = 0
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
+    # [num_tokens] int64 or None: for a row >= 0, its input id is row `feed[i]` of the previous
+    # step's sampled ids, still on the device (pipelined engine); input_ids[i] is a placeholder
+    feed: np.ndarray | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -39,9 +42,10 @@ class Batch:
 class Executor(Protocol):
     """Runs batches and moves KV blocks between the device cache and the CPU swap pool."""
 
-    def launch(self, batch: Batch):
+    def launch(self, batch: Batch, feed_from=None):
         """Queue one forward pass; returns a handle whose `result()` gives the sampled token id
-        of each `logits_indices` row (and whose `device_time_s` is then set, if measured)."""
+        of each `logits_indices` row (and whose `device_time_s` is then set, if measured).
+        `feed_from` is the previous step's handle when `batch.feed` refers to its ids."""
 
     def execute(self, batch: Batch) -> np.ndarray:
         """`launch(batch).result()`."""

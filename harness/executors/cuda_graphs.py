@@ -7,7 +7,6 @@ dropped. Mixed prefill/decode steps run eagerly.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from harness.models.attention import AttentionMetadata
@@ -76,21 +75,18 @@ class DecodeGraphs:
                 return bs
         return None
 
-    def run(self, batch) -> torch.Tensor:
-        """Replay the bucket's graph for a decode-only batch; returns [num_seqs, vocab] logits."""
+    def run(self, batch, staged: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Replay the bucket's graph for a decode-only batch whose arrays are already on the
+        device (`staged`); returns [num_seqs, vocab] logits, row i for sequence i."""
         n = batch.num_seqs
         bs = self.bucket(n)
         width = batch.block_tables.shape[1]
-        self._load(self.input_ids, batch.input_ids, n, bs, 0)
-        self._load(self.positions, batch.positions, n, bs, 0)
-        self._load(self.slot_mapping, batch.slot_mapping, n, bs, -1)
-        self._load(self.seq_lens, batch.seq_lens, n, bs, 0)
-        self.block_tables[:n, :width].copy_(torch.from_numpy(batch.block_tables), non_blocking=True)
+        for name, pad in (("input_ids", 0), ("positions", 0), ("slot_mapping", -1),
+                          ("seq_lens", 0)):  # fmt: skip
+            buf = getattr(self, name)
+            buf[:n].copy_(staged[name])
+            if bs > n:
+                buf[n:bs].fill_(pad)
+        self.block_tables[:n, :width].copy_(staged["block_tables"])
         self.graphs[bs].replay()
         return self.logits[bs][:n]
-
-    @staticmethod
-    def _load(buf: torch.Tensor, values: np.ndarray, n: int, bs: int, pad: int) -> None:
-        buf[:n].copy_(torch.from_numpy(values), non_blocking=True)
-        if bs > n:
-            buf[n:bs].fill_(pad)

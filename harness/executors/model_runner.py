@@ -51,6 +51,7 @@ class ModelRunner:
             kv_cache_shape(model, num_cpu_blocks, block_size), dtype=self.dtype, pin_memory=pin
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.staging = Staging(self.device)
         self.graphs = None
         if cuda_graphs and self.device.type == "cuda":
             self.graphs = DecodeGraphs(
@@ -60,50 +61,57 @@ class ModelRunner:
             self.graphs.capture()
         self._events = self.device.type == "cuda"  # time each step on the device
 
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).to(self.device, non_blocking=True)
-
     def execute(self, batch: Batch) -> np.ndarray:
         """One forward pass; the sampled ids once they are on the host."""
         return self.launch(batch).result()
 
     @torch.inference_mode()
-    def launch(self, batch: Batch) -> StepHandle:
+    def launch(self, batch: Batch, feed_from: StepHandle | None = None) -> StepHandle:
         """Queue one forward pass and its sampling; the sampled ids are copied to pinned host
-        memory asynchronously. On the CPU everything is done on return."""
+        memory asynchronously. On the CPU everything is done on return.
+
+        `feed_from`: the previous step's handle, whose sampled ids (still on the device) are the
+        input ids of this batch's rows with `batch.feed >= 0`, so this step can be queued before
+        the previous one's tokens reach the host."""
         start = end = None
         if self._events:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+        feed = batch.feed is not None and feed_from is not None and batch.feed.max() >= 0
+        t = self.staging.stage(batch, feed)  # every host array in one copy
+        if feed:
+            src = feed_from.sampled_device[t["feed"].clamp(min=0)]
+            t["input_ids"] = torch.where(t["feed"] >= 0, src, t["input_ids"])
         if self._use_graph(batch):
-            logits = self.graphs.run(batch)[self._tensor(batch.logits_indices)]
+            logits = self.graphs.run(batch, t)  # decode-only: every row is sampled, in order
         else:
-            logits = self._eager_logits(batch)
+            logits = self._eager_logits(batch, t)
         if logits is None:
             return StepHandle(torch.empty(0, dtype=torch.long), None, None)
         sampled = sample(logits, batch.temperature, batch.top_p, self.generator)
         if self.device.type != "cuda":
-            return StepHandle(sampled, None, None)
+            return StepHandle(sampled, None, None, sampled)
         host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=True)
         host.copy_(sampled, non_blocking=True)
         end.record()
-        return StepHandle(host, start, end)
+        return StepHandle(host, start, end, sampled)
 
     def _use_graph(self, batch: Batch) -> bool:
         return (
             self.graphs is not None
             and batch.max_query_len == 1
             and batch.num_padding_tokens == 0
+            and len(batch.logits_indices) == batch.num_seqs  # every row sampled, in order
             and self.graphs.bucket(batch.num_seqs) is not None
             and batch.max_seq_len <= self.graphs.max_model_len
         )
 
-    def _eager_logits(self, batch: Batch) -> torch.Tensor | None:
+    def _eager_logits(self, batch: Batch, t: dict[str, torch.Tensor]) -> torch.Tensor | None:
         meta = AttentionMetadata(
-            slot_mapping=self._tensor(batch.slot_mapping),
-            query_start_loc=self._tensor(batch.query_start_loc),
-            seq_lens=self._tensor(batch.seq_lens),
-            block_tables=self._tensor(batch.block_tables),
+            slot_mapping=t["slot_mapping"],
+            query_start_loc=t["query_start_loc"],
+            seq_lens=t["seq_lens"],
+            block_tables=t["block_tables"],
             max_query_len=batch.max_query_len,
             max_seq_len=batch.max_seq_len,
             is_decode_only=batch.max_query_len == 1,
@@ -111,12 +119,11 @@ class ModelRunner:
             max_decode_seq_len=batch.max_decode_seq_len,
         )
         hidden = self.model(
-            self._tensor(batch.input_ids), self._tensor(batch.positions), self.kv_cache, meta,
-            self.backend,
-        )  # fmt: skip  # [num_tokens, hidden_size]
+            t["input_ids"], t["positions"], self.kv_cache, meta, self.backend
+        )  # [num_tokens, hidden_size]
         if len(batch.logits_indices) == 0:
             return None
-        return self.model.compute_logits(hidden[self._tensor(batch.logits_indices)])
+        return self.model.compute_logits(hidden[t["logits_indices"]])
 
     def swap_out(self, pairs: list[tuple[int, int]]) -> None:
         self._swap(pairs, self.kv_cache, self.cpu_cache)
@@ -140,12 +147,61 @@ class ModelRunner:
         stream.synchronize()
 
 
+STAGED = ("input_ids", "positions", "slot_mapping", "query_start_loc", "seq_lens",
+          "block_tables", "logits_indices")  # fmt: skip
+
+
+class Staging:
+    """Moves a batch's host arrays to the device in one copy: packed into a pinned buffer, then
+    one asynchronous host-to-device copy, then views. Two pinned buffers alternate, so packing
+    step n+1 never overwrites what step n's copy may still be reading. On the CPU: plain views."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self._host: list[torch.Tensor | None] = [None, None]
+        self._done: list[torch.cuda.Event | None] = [None, None]
+        self._dev: torch.Tensor | None = None
+        self._turn = 0
+
+    def stage(self, batch: Batch, feed: bool = False) -> dict[str, torch.Tensor]:
+        names = STAGED + ("feed",) if feed else STAGED
+        arrays = {k: np.ascontiguousarray(getattr(batch, k)) for k in names}
+        if not self.cuda:
+            return {k: torch.from_numpy(a.copy()) for k, a in arrays.items()}
+        offsets, n = {}, 0
+        for k, a in arrays.items():
+            offsets[k] = n
+            n += -(-a.nbytes // 8) * 8  # 8-byte aligned views
+        i = self._turn
+        self._turn ^= 1
+        if self._done[i] is not None:
+            self._done[i].synchronize()  # that buffer's copy (two steps ago) has been read
+        if self._host[i] is None or self._host[i].numel() < n:
+            self._host[i] = torch.empty(max(n, 1 << 20), dtype=torch.uint8, pin_memory=True)
+        if self._dev is None or self._dev.numel() < n:
+            self._dev = torch.empty(max(n, 1 << 20), dtype=torch.uint8, device=self.device)
+        host = self._host[i].numpy()
+        for k, a in arrays.items():
+            host[offsets[k] : offsets[k] + a.nbytes] = a.view(np.uint8).reshape(-1)
+        self._dev[:n].copy_(self._host[i][:n], non_blocking=True)
+        self._done[i] = torch.cuda.Event()
+        self._done[i].record()
+        out = {}
+        for k, a in arrays.items():
+            dtype = torch.from_numpy(a[:0]).dtype
+            out[k] = self._dev[offsets[k] : offsets[k] + a.nbytes].view(dtype).view(a.shape)
+        return out
+
+
 class StepHandle:
     """A launched step. `result()` waits for its sampled ids (the step's one host
-    synchronisation) and sets `device_time_s`, the forward + sampling time on the device."""
+    synchronisation) and sets `device_time_s`, the forward + sampling time on the device.
+    `sampled_device` holds the same ids on the device, for the next step's input."""
 
-    def __init__(self, sampled: torch.Tensor, start, end) -> None:
+    def __init__(self, sampled: torch.Tensor, start, end, sampled_device=None) -> None:
         self._sampled, self._start, self._end = sampled, start, end
+        self.sampled_device = sampled_device
         self.device_time_s: float | None = None
 
     def result(self) -> np.ndarray:

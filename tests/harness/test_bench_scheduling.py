@@ -19,7 +19,7 @@ from tests.conftest import ManualClock, make_specs
 class TimingOnlyExecutor:
     """Returns token 0 for every sampled row: isolates the engine's host-side cost."""
 
-    def launch(self, batch):
+    def launch(self, batch, feed_from=None):
         self._n = len(batch.logits_indices)
         return self
 

@@ -16,11 +16,12 @@ from tests.conftest import ManualClock, make_model, make_specs, requires_cuda, r
 pytestmark = [pytest.mark.gpu, requires_cuda]
 
 
-def _serve(model, graphs: bool, specs):
+def _serve(model, graphs: bool, specs, pipelined: bool = False):
     runner = ModelRunner(model, 256, 0, 16, backend=TritonAttention(), cuda_graphs=graphs,
                          max_num_seqs=16, max_model_len=1024)  # fmt: skip
     kv = KVCacheManager(256, 16)
-    engine = Engine(FcfsPolicy(), runner, kv, Limits(1024, 16, 1024), ManualClock(1e-3), Recorder())
+    engine = Engine(FcfsPolicy(), runner, kv, Limits(1024, 16, 1024), ManualClock(1e-3), Recorder(),
+                    pipelined=pipelined)  # fmt: skip
     run_to_completion(engine, specs)
     return {rid: r.output_ids for rid, r in engine.requests.items()}, engine.recorder.steps_frame()
 
@@ -32,6 +33,11 @@ def test_cuda_graph_decode_matches_eager():
     graphed, steps = _serve(model, True, specs)
     assert graphed == eager
     assert steps["device_time_s"].notna().all() and (steps["device_time_s"] > 0).all()
+    # pipelined: each step is queued before the last one's tokens reach the host (fed on device)
+    pipelined, _ = _serve(model, True, specs, pipelined=True)
+    assert pipelined == eager
+    pipelined_eager, _ = _serve(model, False, specs, pipelined=True)
+    assert pipelined_eager == eager
 
 
 @pytest.mark.parametrize("policy", ["chunked_prefill", "preempt_cpu", "static"])

@@ -62,11 +62,11 @@ def test_device_fault_mid_step_keeps_partial_results(compose_cfg, tmp_path, monk
     real = model_runner.ModelRunner.launch
     calls = {"n": 0}
 
-    def flaky(self, batch):
+    def flaky(self, batch, feed_from=None):
         calls["n"] += 1
         if calls["n"] == 6:
             raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
-        return real(self, batch)
+        return real(self, batch, feed_from)
 
     monkeypatch.setattr(model_runner.ModelRunner, "launch", flaky)
     cfg = compose_cfg(*SMALL, "workload.num_requests=30", "workload.arrival.rate=300")

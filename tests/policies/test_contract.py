@@ -23,6 +23,9 @@ VARIANTS = [(name, ()) for name in POLICIES] + [
     ("fcfs", ("policy.preemption=swap",)),
     ("prefill_priority", ("policy.preemption=swap",)),
     ("preempt_cpu", ("policy.chunked=false", "budget.num_cpu_blocks=4")),
+    # the pipelined engine (default) feeds decode inputs from the device; the sync one does not
+    ("fcfs", ("engine.async_scheduling=false",)),
+    ("chunked_prefill", ("engine.async_scheduling=false",)),
 ]
 BUDGET = dict(max_num_batched_tokens=256, max_num_seqs=6, num_gpu_blocks=14, num_cpu_blocks=32)
 OVERRIDES = [
