@@ -13,7 +13,54 @@ __all__ = [
     "paged_decode_attention_ref",
     "paged_extend_attention",
     "paged_extend_attention_ref",
+    "warmup",
 ]
+
+
+def warmup(
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    page_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_query_len: int,
+) -> int:
+    """Compile every variant of the attention kernels that batches up to `max_query_len` query
+    tokens per sequence can launch (decode with and without splits, each split-merge width,
+    each extend tile), on tiny inputs, so none compiles while a run is being measured.
+    Returns the number of launches."""
+    from kernels.paged_decode import MAX_SPLITS
+    from kernels.paged_extend import _extend_block_q
+
+    group = num_heads // num_kv_heads
+    n_blocks = 4
+    k_cache = torch.zeros(n_blocks, page_size, num_kv_heads, head_dim, dtype=dtype, device=device)
+    v_cache = torch.zeros_like(k_cache)
+    tables = torch.arange(n_blocks, dtype=torch.int32, device=device).view(1, -1)
+    seq_len = torch.tensor([page_size], dtype=torch.int32, device=device)
+    launches = 0
+    splits, s = [1], 2
+    while s <= MAX_SPLITS:
+        splits.append(s)
+        s *= 2
+    q1 = torch.zeros(1, num_heads, head_dim, dtype=dtype, device=device)
+    for num_splits in splits:
+        paged_decode_attention(q1, k_cache, v_cache, tables, seq_len, 1.0, page_size,
+                               num_splits=num_splits)  # fmt: skip
+        launches += 1
+    tiles, m = {}, 1
+    while m <= max(1, max_query_len):
+        tiles.setdefault(_extend_block_q(m, group, dtype), m)
+        m *= 2
+    for m in tiles.values():
+        q = min(m, n_blocks * page_size)
+        query = torch.zeros(q, num_heads, head_dim, dtype=dtype, device=device)
+        qsl = torch.tensor([0, q], dtype=torch.int32, device=device)
+        lens = torch.tensor([q], dtype=torch.int32, device=device)
+        paged_extend_attention(query, k_cache, v_cache, tables, qsl, lens, m, 1.0)
+        launches += 1
+    return launches
 
 
 def _gather_context(cache: torch.Tensor, block_table: torch.Tensor, seq_len: int) -> torch.Tensor:

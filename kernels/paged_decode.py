@@ -20,7 +20,12 @@ from kernels.paged_common import (
 )
 
 
-@triton.jit
+# Not specialised on the per-batch ints and offsets (see paged_extend.py); `warmup` compiles
+# the SPLIT and BLOCK_S variants.
+@triton.jit(
+    do_not_specialize=["num_splits", "stride_bt"],
+    do_not_specialize_on_alignment=["block_tables_ptr", "seq_lens_ptr"],
+)
 def _paged_decode_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, out_ptr,
     part_out_ptr, part_lse_ptr,  # [num_seqs, num_heads, num_splits, head_dim], [.., num_splits]
@@ -76,7 +81,7 @@ def _paged_decode_attention_kernel(
         tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=q_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _paged_decode_attention_reduce_kernel(
     part_out_ptr, part_lse_ptr, out_ptr, num_splits, stride_os, stride_oh,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
@@ -112,7 +117,10 @@ def _decode_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, devic
     programs = num_seqs * num_kv_heads
     by_len = triton.cdiv(max_seq_len, 256)
     by_fill = triton.cdiv(2 * num_sms(device), programs)
-    return max(1, min(by_len, by_fill, 64))
+    return max(1, min(by_len, by_fill, MAX_SPLITS))
+
+
+MAX_SPLITS = 64
 
 
 def paged_decode_attention(

@@ -35,7 +35,13 @@ def _find_seq(query_start_loc_ptr, q_block, num_seqs, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
-@triton.jit
+# The per-batch ints and offset pointers are not specialised on (== 1, divisible by 16, aligned):
+# otherwise each new combination compiles a new variant mid-run (seconds of stall in the
+# measured latencies). The constexpr variants are compiled up front by `warmup`.
+@triton.jit(
+    do_not_specialize=["num_seqs", "stride_bt"],
+    do_not_specialize_on_alignment=["block_tables_ptr", "query_start_loc_ptr", "seq_lens_ptr"],
+)
 def _paged_extend_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, query_start_loc_ptr, seq_lens_ptr, out_ptr,
     qk_scale, num_seqs,

@@ -52,21 +52,45 @@ class ModelRunner:
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.staging = Staging(self.device)
+        self._events = self.device.type == "cuda"  # time each step on the device
         self.graphs = None
+        self._warmup(block_size, max_model_len or model.args.max_position_embeddings)
         if cuda_graphs and self.device.type == "cuda":
             self.graphs = DecodeGraphs(
                 model, self.kv_cache, self.backend, max_num_seqs,
                 max_model_len or model.args.max_position_embeddings, block_size,
             )  # fmt: skip
             self.graphs.capture()
-        self._events = self.device.type == "cuda"  # time each step on the device
+
+    def _warmup(self, block_size: int, max_model_len: int) -> None:
+        """Compile every Triton kernel variant now (on cuda), not during a measured step: the attention
+        kernels' variants on tiny inputs, then a 1-token decode and a 2-token prefill through
+        the whole model (layer ops, KV store, sampling) that store nothing (slot -1)."""
+        a = self.model.args
+        if self.device.type == "cuda":
+            self.backend.warmup(
+                a.num_heads, a.num_kv_heads, a.head_dim, block_size, self.dtype, self.device,
+                max_model_len,
+            )  # fmt: skip
+        for n in (1, 2):
+            self._launch(Batch(
+                input_ids=np.zeros(n, np.int64), positions=np.arange(n, dtype=np.int64),
+                slot_mapping=np.full(n, -1, np.int64), query_start_loc=np.array([0, n], np.int32),
+                seq_lens=np.array([n], np.int32), block_tables=np.zeros((1, 1), np.int32),
+                logits_indices=np.array([n - 1]), max_query_len=n, max_seq_len=n,
+                num_decode_seqs=int(n == 1), max_decode_seq_len=int(n == 1),
+            )).result()  # fmt: skip
 
     def execute(self, batch: Batch) -> np.ndarray:
         """One forward pass; the sampled ids once they are on the host."""
         return self.launch(batch).result()
 
-    @torch.inference_mode()
     def launch(self, batch: Batch, feed_from: StepHandle | None = None) -> StepHandle:
+        """Queue one forward pass and its sampling (see `_launch`)."""
+        return self._launch(batch, feed_from)
+
+    @torch.inference_mode()
+    def _launch(self, batch: Batch, feed_from: StepHandle | None = None) -> StepHandle:
         """Queue one forward pass and its sampling; the sampled ids are copied to pinned host
         memory asynchronously. On the CPU everything is done on return.
 
@@ -172,7 +196,7 @@ class Staging:
         offsets, n = {}, 0
         for k, a in arrays.items():
             offsets[k] = n
-            n += -(-a.nbytes // 8) * 8  # 8-byte aligned views
+            n += -(-a.nbytes // 64) * 64  # aligned views: kernels specialise on 16-byte alignment
         i = self._turn
         self._turn ^= 1
         if self._done[i] is not None:

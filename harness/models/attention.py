@@ -31,6 +31,10 @@ class TorchAttention:
     def store_kv(self, key, value, k_cache, v_cache, meta: AttentionMetadata) -> None:
         kv_store_ref(key, value, k_cache, v_cache, meta.slot_mapping)
 
+    def warmup(self, *args, **kwargs) -> int:
+        """Nothing to compile."""
+        return 0
+
     def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float):
         return paged_extend_attention_ref(
             query, k_cache, v_cache, meta.block_tables, meta.query_start_loc.cpu(),
@@ -51,6 +55,12 @@ class TritonAttention:
 
     def store_kv(self, key, value, k_cache, v_cache, meta: AttentionMetadata) -> None:
         self._kv_store(key, value, k_cache, v_cache, meta.slot_mapping)
+
+    def warmup(self, num_heads, num_kv_heads, head_dim, page_size, dtype, device, max_query_len):
+        """Compile every kernel variant a run can launch before it starts (see kernels)."""
+        from kernels.paged_attention import warmup
+
+        return warmup(num_heads, num_kv_heads, head_dim, page_size, dtype, device, max_query_len)
 
     def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float):
         if meta.is_decode_only:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.engine import Engine, Limits
@@ -53,3 +54,47 @@ def test_policies_compute_the_same_tokens_on_gpu(compose_cfg, policy):
     a = dict(zip(base.requests.request_id, base.requests.output_ids.map(list), strict=True))
     b = dict(zip(other.requests.request_id, other.requests.output_ids.map(list), strict=True))
     assert a == b
+
+
+def _compiled_variants() -> dict[str, int]:
+    """Compiled variants of every Triton kernel in `kernels/`, by name."""
+    import triton
+
+    import kernels.fused_ops
+    import kernels.kv_store
+    import kernels.paged_decode
+    import kernels.paged_extend
+
+    modules = (kernels.fused_ops, kernels.kv_store, kernels.paged_decode, kernels.paged_extend)
+    return {
+        f"{m.__name__}.{name}": sum(len(c[0]) for c in fn.device_caches.values())
+        for m in modules
+        for name, fn in vars(m).items()
+        if isinstance(fn, triton.runtime.JITFunction)
+    }
+
+
+@pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
+def test_no_kernel_compiles_after_warmup(graphs):
+    """The runner compiles every kernel variant up front: a run whose batches vary in size,
+    width, split count and chunk length compiles nothing more (a compile stalls a step for
+    seconds, which would land in the measured latencies)."""
+    import torch
+
+    from policies.chunked_prefill import ChunkedPrefillPolicy
+
+    from harness.models.loader import build_model
+
+    model = build_model("tiny", None, torch.device("cuda"), torch.bfloat16, seed=0)
+    runner = ModelRunner(model, 512, 0, 16, backend=TritonAttention(), cuda_graphs=graphs,
+                         max_num_seqs=48, max_model_len=1024)  # fmt: skip
+    before = _compiled_variants()
+    assert before["kernels.paged_extend._paged_extend_attention_kernel"] > 0
+    rng = np.random.default_rng(0)
+    specs = make_specs(rng.integers(1, 400, 60).tolist(), rng.integers(1, 60, 60).tolist())
+    for policy, budget in ((FcfsPolicy(), 2048), (ChunkedPrefillPolicy(), 96)):
+        kv = KVCacheManager(512, 16)
+        engine = Engine(policy, runner, kv, Limits(budget, 48, 1024), ManualClock(1e-3),
+                        Recorder(), pipelined=True)  # fmt: skip
+        run_to_completion(engine, specs)
+    assert _compiled_variants() == before
