@@ -243,10 +243,11 @@ def peers(
     else:
         specs = sharegpt_specs(trace, n, model.args.vocab_size, seed=1)
     res = {"num_requests": n, "workload": workload}
-    for policy in policies:
-        budget = 8192 if policy == "fcfs" else 2048
+    for policy in policies:  # `name` or `name:max_num_batched_tokens`
+        name, _, budget = policy.partition(":")
+        budget = budget or (8192 if name == "fcfs" else 2048)
         res[f"engine_{policy}"] = engine_run(
-            model, specs, policy, f"budget.max_num_batched_tokens={budget}",
+            model, specs, name, f"budget.max_num_batched_tokens={budget}",
             "budget.max_num_seqs=256",
         )  # fmt: skip
         print("peers engine", policy, json.dumps(res[f"engine_{policy}"]), flush=True)
