@@ -9,6 +9,7 @@ Sections (each writes `DIR/<section>.json` and prints a line per figure):
             bandwidth; an 8k-token prefill against the bf16 matmul rate
   load      the bursty workload at three arrival rates for fcfs, chunked_prefill, preempt_cpu
   decode    CUDA-graph decode steps over batch sizes and contexts against the same floor
+  gemm      the model's linear layers over row counts against their byte / FLOP floors
 """
 
 from __future__ import annotations
@@ -112,6 +113,18 @@ def engine_run(model, specs, policy: str, *overrides: str) -> dict:
         if len(dec):
             out["host_share_decode_ge200"] = float((dec.host_time_s / dec.duration_s).mean())
             out["decode_ge200_step_ms"] = float(dec.duration_s.median() * 1e3)
+        kinds = {
+            "prefill_only": (steps.num_decode_tokens == 0) & (steps.num_prefill_tokens > 0),
+            "decode_only": (steps.num_prefill_tokens == 0) & (steps.num_decode_tokens > 0),
+            "mixed": (steps.num_prefill_tokens > 0) & (steps.num_decode_tokens > 0),
+        }
+        out["step_kinds"] = {
+            k: {"steps": int(m.sum()), "duration_s": float(steps.duration_s[m].sum()),
+                "device_s": float(steps.device_time_s[m].sum()),
+                "prefill_tokens": int(steps.num_prefill_tokens[m].sum()),
+                "decode_tokens": int(steps.num_decode_tokens[m].sum())}
+            for k, m in kinds.items()
+        }  # fmt: skip
         if steps["device_time_s"].notna().all():
             # how much of the run the GPU was busy (pipelined steps: gaps are host waits)
             out["device_busy_share"] = float(steps.device_time_s.sum() / s["duration_s"])
@@ -379,6 +392,30 @@ def decode_sweep(
 
 
 @torch.inference_mode()
+def gemm_sweep(model, copy_GBps: float, matmul_TFLOPs: float,
+               rows=(1, 16, 64, 128, 192, 256, 512, 1024, 2048, 8192)) -> dict:  # fmt: skip
+    """The model's linear layers (one layer's four, and the LM head) at each row count, as the
+    forward calls them, against max(bytes / copy bandwidth, FLOPs / matmul rate)."""
+    layer = model.layers[0]
+    linears = {"qkv": layer.self_attn.qkv_proj, "o": layer.self_attn.o_proj,
+               "gate_up": layer.mlp.gate_up_proj, "down": layer.mlp.down_proj,
+               "lm_head": model.lm_head}  # fmt: skip
+    out = []
+    for name, lin in linears.items():
+        n, k = lin.weight.shape
+        for m in rows:
+            x = torch.randn(m, k, device="cuda", dtype=lin.weight.dtype)
+            t = _timed(lambda x=x, lin=lin: lin(x), warmup=3, iters=20)
+            nbytes = (n * k + m * k + m * n) * 2
+            floor = max(nbytes / (copy_GBps * 1e9), 2 * m * n * k / (matmul_TFLOPs * 1e12))
+            out.append({"linear": name, "m": m, "n": n, "k": k, "us": t * 1e6,
+                        "floor_us": floor * 1e6, "over_floor": t / floor,
+                        "TFLOPs": 2 * m * n * k / t / 1e12, "GBps": nbytes / t / 1e9})  # fmt: skip
+            print("gemm", json.dumps(out[-1]), flush=True)
+    return {"rows": out}
+
+
+@torch.inference_mode()
 def profile(model) -> dict:
     """Kernel time breakdown of one eager decode step at batch 256 x context 1k."""
     from torch.profiler import ProfilerActivity
@@ -443,7 +480,7 @@ def main() -> None:
     ap.add_argument(
         "sections",
         nargs="+",
-        choices=["ceilings", "offline", "peers", "roofline", "load", "profile", "decode"],
+        choices=["ceilings", "offline", "peers", "roofline", "load", "profile", "decode", "gemm"],
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", default="llama3_8b")
@@ -491,9 +528,9 @@ def main() -> None:
                 model = model or _build_model(a.model)
                 if section == "offline":
                     results[section] = offline(model, a.trace, a.num_requests, a.offline_configs)
-                elif section in ("roofline", "decode"):
+                elif section in ("roofline", "decode", "gemm"):
                     c = results.setdefault("ceilings", ceilings())
-                    fn = roofline if section == "roofline" else decode_sweep
+                    fn = {"roofline": roofline, "decode": decode_sweep, "gemm": gemm_sweep}[section]
                     results[section] = fn(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
                 elif section == "load":
                     results[section] = load(
