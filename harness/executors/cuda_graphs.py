@@ -1,8 +1,10 @@
 """CUDA graphs for decode-only steps: one graph per batch-size bucket, replayed on static buffers.
 
 A decode step of n sequences runs the graph of the smallest bucket >= n; the extra rows are
-padding (slot -1: nothing stored; seq_len 0: attention returns zeros) and their logits are
-dropped. Mixed prefill/decode steps run eagerly.
+padding (slot -1: nothing stored; seq_len 0: attention returns zeros). A graph ends at the final
+hidden states: the LM head then runs eagerly on the n real rows only, and no bucket keeps a
+[bucket, vocab] logits buffer alive (over all buckets of 1024 sequences those would hold ~17 GB).
+Mixed prefill/decode steps run eagerly.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def capture_sizes(max_num_seqs: int) -> list[int]:
 
 
 class DecodeGraphs:
-    """Static input buffers + one captured forward (to logits) per bucket."""
+    """Static input buffers + one captured forward (to the final hidden states) per bucket."""
 
     def __init__(
         self, model, kv_cache, backend, max_num_seqs: int, max_model_len: int, block_size: int
@@ -37,7 +39,7 @@ class DecodeGraphs:
         self.query_start_loc = torch.arange(n + 1, dtype=torch.int32, device=dev)
         self.sizes = capture_sizes(max_num_seqs)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.logits: dict[int, torch.Tensor] = {}
+        self.hidden: dict[int, torch.Tensor] = {}  # each bucket's output: [bucket, hidden_size]
 
     def _meta(self, bs: int) -> AttentionMetadata:
         return AttentionMetadata(
@@ -47,10 +49,9 @@ class DecodeGraphs:
         )  # fmt: skip
 
     def _forward(self, bs: int) -> torch.Tensor:
-        hidden = self.model(
+        return self.model(  # [bs, hidden_size]
             self.input_ids[:bs], self.positions[:bs], self.kv_cache, self._meta(bs), self.backend
         )
-        return self.model.compute_logits(hidden)  # [bs, vocab] float32
 
     @torch.inference_mode()
     def capture(self) -> None:
@@ -63,7 +64,7 @@ class DecodeGraphs:
                 self._forward(bs)  # warm-up: Triton compiles, allocator settles
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
-                    self.logits[bs] = self._forward(bs)
+                    self.hidden[bs] = self._forward(bs)
                 pool = graph.pool()
                 self.graphs[bs] = graph
         torch.cuda.current_stream().wait_stream(stream)
@@ -89,4 +90,4 @@ class DecodeGraphs:
                 buf[n:bs].fill_(pad)
         self.block_tables[:n, :width].copy_(staged["block_tables"])
         self.graphs[bs].replay()
-        return self.logits[bs][:n]
+        return self.model.compute_logits(self.hidden[bs][:n])

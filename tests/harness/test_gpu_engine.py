@@ -62,10 +62,12 @@ def _compiled_variants() -> dict[str, int]:
 
     import kernels.fused_ops
     import kernels.kv_store
+    import kernels.linear
     import kernels.paged_decode
     import kernels.paged_extend
 
-    modules = (kernels.fused_ops, kernels.kv_store, kernels.paged_decode, kernels.paged_extend)
+    modules = (kernels.fused_ops, kernels.kv_store, kernels.linear, kernels.paged_decode,
+               kernels.paged_extend)  # fmt: skip
     return {
         f"{m.__name__}.{name}": sum(len(c[0]) for c in fn.device_caches.values())
         for m in modules
@@ -81,9 +83,8 @@ def test_no_kernel_compiles_after_warmup(graphs):
     seconds, which would land in the measured latencies)."""
     import torch
 
-    from policies.chunked_prefill import ChunkedPrefillPolicy
-
     from harness.models.loader import build_model
+    from policies.chunked_prefill import ChunkedPrefillPolicy
 
     model = build_model("tiny", None, torch.device("cuda"), torch.bfloat16, seed=0)
     runner = ModelRunner(model, 512, 0, 16, backend=TritonAttention(), cuda_graphs=graphs,
