@@ -84,16 +84,10 @@ def ceilings() -> dict:
     }
 
 
-SKINNY_MAX_ROWS: int | None = None  # --skinny-max-rows
-
-
 def _build_model(preset: str):
     from harness.models.loader import build_model
 
-    model = build_model(preset, None, torch.device("cuda"), torch.bfloat16, seed=0)
-    if SKINNY_MAX_ROWS is not None:
-        model.ops.skinny_max_rows = SKINNY_MAX_ROWS
-    return model
+    return build_model(preset, None, torch.device("cuda"), torch.bfloat16, seed=0)
 
 
 def engine_run(model, specs, policy: str, *overrides: str) -> dict:
@@ -373,52 +367,40 @@ def decode_sweep(
     matmul_params = weight_bytes / 2
     free = torch.cuda.mem_get_info()[0]
     num_blocks = min(max(sizes) * -(-max(contexts) // block), int(free * 0.75) // block_bytes)
+    runner = ModelRunner(
+        model, num_blocks, 0, block, backend=_triton(), cuda_graphs=True,
+        max_num_seqs=max(sizes), max_model_len=max(contexts),
+    )  # fmt: skip
+    runner.kv_cache.normal_()
     rows = []
-    skinny = getattr(model.ops, "skinny_max_rows", None)
-    for linear_rows in [0, skinny] if skinny else [None]:  # cuBLAS only, then as configured
-        if linear_rows is not None:
-            model.ops.skinny_max_rows = linear_rows
-        runner = ModelRunner(
-            model, num_blocks, 0, block, backend=_triton(), cuda_graphs=True,
-            max_num_seqs=max(sizes), max_model_len=max(contexts),
-        )  # fmt: skip
-        runner.kv_cache.normal_()
-        for ctx in contexts:
-            for bs in sizes:
-                if bs * -(-ctx // block) > num_blocks:
-                    continue
-                batch = _decode_batch(bs, ctx, block, model.args.vocab_size)
-                step_s = _timed(lambda b=batch, r=runner: r.execute(b), warmup=3, iters=10)
-                kv_s = bs * -(-ctx // block) * block_bytes / (copy_GBps * 1e9)
-                mem_s = weight_bytes / (copy_GBps * 1e9) + kv_s
-                flop_s = 2 * matmul_params * bs / (matmul_TFLOPs * 1e12) + kv_s
-                floor_s = max(mem_s, flop_s)
-                rows.append({"skinny_max_rows": linear_rows, "batch": bs, "context": ctx,
-                             "step_ms": step_s * 1e3, "floor_ms": floor_s * 1e3,
-                             "over_floor": step_s / floor_s})  # fmt: skip
-                print("decode", json.dumps(rows[-1]), flush=True)
-        runner = None  # noqa: F841  (its KV cache goes before the next one)
-        torch.cuda.empty_cache()
-    if skinny:
-        model.ops.skinny_max_rows = skinny
+    for ctx in contexts:
+        for bs in sizes:
+            if bs * -(-ctx // block) > num_blocks:
+                continue
+            batch = _decode_batch(bs, ctx, block, model.args.vocab_size)
+            step_s = _timed(lambda b=batch, r=runner: r.execute(b), warmup=3, iters=10)
+            kv_s = bs * -(-ctx // block) * block_bytes / (copy_GBps * 1e9)
+            mem_s = weight_bytes / (copy_GBps * 1e9) + kv_s
+            flop_s = 2 * matmul_params * bs / (matmul_TFLOPs * 1e12) + kv_s
+            floor_s = max(mem_s, flop_s)
+            rows.append({"batch": bs, "context": ctx, "step_ms": step_s * 1e3,
+                         "floor_ms": floor_s * 1e3, "over_floor": step_s / floor_s})  # fmt: skip
+            print("decode", json.dumps(rows[-1]), flush=True)
+    runner = None  # noqa: F841  (its KV cache goes before the next section)
+    torch.cuda.empty_cache()
     return {"rows": rows}
 
 
 @torch.inference_mode()
 def gemm_sweep(model, copy_GBps: float, matmul_TFLOPs: float,
-               rows=(1, 16, 32, 64, 128, 192, 256, 512), variants: bool = True) -> dict:  # fmt: skip
-    """The model's linear layers (one layer's four, and the LM head) at each row count against
-    max(bytes / copy bandwidth, FLOPs / matmul rate): cuBLAS (torch's default), cuBLASLt, the
-    split-K skinny kernel with its default config and, with `variants`, its best tile/split."""
-    import itertools
-
-    from kernels.linear import linear, skinny_config
-
+               rows=(1, 16, 32, 64, 128, 192, 256, 512, 2048, 8192)) -> dict:  # fmt: skip
+    """The model's linear layers (one layer's four, and the LM head) at each row count, through
+    cuBLAS (torch's default) and cuBLASLt, against max(bytes / copy bandwidth, FLOPs / matmul
+    rate): where a decode step's GEMM time goes."""
     layer = model.layers[0]
     linears = {"qkv": layer.self_attn.qkv_proj, "o": layer.self_attn.o_proj,
                "gate_up": layer.mlp.gate_up_proj, "down": layer.mlp.down_proj,
                "lm_head": model.lm_head}  # fmt: skip
-    grid = list(itertools.product((32, 64, 128), (128, 256), (1, 2, 4, 8)))
     out = []
     for name, lin in linears.items():
         n, k = lin.weight.shape
@@ -428,25 +410,11 @@ def gemm_sweep(model, copy_GBps: float, matmul_TFLOPs: float,
             nbytes = (n * k + m * k + m * n) * 2
             floor = max(nbytes / (copy_GBps * 1e9), 2 * m * n * k / (matmul_TFLOPs * 1e12))
             row = {"linear": name, "m": m, "n": n, "k": k, "floor_us": floor * 1e6}
-            row["cublas_us"] = _timed(lambda x=x, w=w: torch.nn.functional.linear(x, w)) * 1e6
-            torch.backends.cuda.preferred_blas_library("cublaslt")
-            row["cublaslt_us"] = _timed(lambda x=x, w=w: torch.nn.functional.linear(x, w)) * 1e6
+            for lib in ("cublas", "cublaslt"):
+                torch.backends.cuda.preferred_blas_library(lib)
+                t = _timed(lambda x=x, w=w: torch.nn.functional.linear(x, w), iters=20)
+                row[f"{lib}_us"], row[f"{lib}_over_floor"] = t * 1e6, t / floor
             torch.backends.cuda.preferred_blas_library("cublas")
-            row["skinny_us"] = _timed(lambda x=x, w=w: linear(x, w)) * 1e6
-            row["skinny_config"] = skinny_config(m, n, k, w.dtype, x.device)
-            if variants:
-                best = None
-                for bn, bk, split in grid:
-                    t = _timed(
-                        lambda x=x, w=w, c=(bn, bk, split): linear(
-                            x, w, block_n=c[0], block_k=c[1], split=c[2]
-                        ),
-                        warmup=2,
-                        iters=10,
-                    )
-                    if best is None or t < best[0]:
-                        best = (t, {"block_n": bn, "block_k": bk, "split": split})
-                row["skinny_best_us"], row["skinny_best"] = best[0] * 1e6, best[1]
             out.append(row)
             print("gemm", json.dumps(row), flush=True)
     return {"rows": out}
@@ -531,9 +499,6 @@ def main() -> None:
     ap.add_argument("--peer-policies", nargs="+", default=["fcfs", "chunked_prefill"])
     ap.add_argument("--peer-skip-static", action="store_true")
     ap.add_argument("--load-blocks", type=int, default=400)
-    ap.add_argument("--skinny-max-rows", type=int, default=None,
-                    help="linear layers over at most this many rows use the split-K kernel "
-                    "(0: cuBLAS only; default: the model's setting)")  # fmt: skip
     ap.add_argument(
         "--load-policies", nargs="+", default=["fcfs", "chunked_prefill", "preempt_cpu"]
     )
@@ -542,8 +507,6 @@ def main() -> None:
     ap.add_argument("--offline-configs", nargs="+", default=["fcfs:8192:256", "fcfs:8192:512",
                     "chunked_prefill:2048:256"])  # fmt: skip
     a = ap.parse_args()
-    global SKINNY_MAX_ROWS
-    SKINNY_MAX_ROWS = a.skinny_max_rows
     a.out.mkdir(parents=True, exist_ok=True)
     results = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
                "model": a.model, "torch": torch.__version__}  # fmt: skip

@@ -68,8 +68,6 @@ class ModelRunner:
         the whole model (layer ops, KV store, sampling) that store nothing (slot -1)."""
         a = self.model.args
         if self.device.type == "cuda":
-            if hasattr(self.model.ops, "warmup"):
-                self.model.ops.warmup(self.model)
             self.backend.warmup(
                 a.num_heads, a.num_kv_heads, a.head_dim, block_size, self.dtype, self.device,
                 max_model_len,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.models.attention import AttentionMetadata
@@ -13,7 +12,7 @@ from harness.models.config import ModelArgs
 
 
 class TorchOps:
-    """The layer's ops as plain torch (the references in kernels/fused_ops.py, torch linear)."""
+    """The layer's elementwise ops as plain torch (the references in kernels/fused_ops.py)."""
 
     def __init__(self) -> None:
         from kernels.fused_ops import add_rmsnorm_ref, rope_ref, silu_mul_ref
@@ -24,42 +23,15 @@ class TorchOps:
     def rope(self, x, positions, cos, sin):
         return self._rope(x, positions, cos, sin)
 
-    def linear(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, layer.weight, layer.bias)
-
 
 class TritonOps(TorchOps):
-    """The same ops as single Triton kernels (GPU): one pass instead of several casts; linear
-    layers over at most `skinny_max_rows` rows (decode steps) through the split-K kernel,
-    larger ones through cuBLAS."""
+    """The same ops as single Triton kernels (GPU): one pass instead of several casts."""
 
-    def __init__(self, skinny_max_rows: int = 256) -> None:
+    def __init__(self) -> None:
         from kernels.fused_ops import add_rmsnorm, rope_, silu_mul
-        from kernels.linear import linear
 
         self.add_rmsnorm, self.silu_mul = add_rmsnorm, silu_mul
         self._rope = rope_
-        self._skinny = linear
-        self.skinny_max_rows = skinny_max_rows
-
-    def linear(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] <= self.skinny_max_rows:
-            return self._skinny(x, layer.weight, layer.bias)
-        return F.linear(x, layer.weight, layer.bias)
-
-    def warmup(self, model: LlamaModel) -> None:
-        """Compile the skinny kernel's variants (row tile x split or not) for every linear."""
-        layer = model.layers[0]
-        linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj,
-                   layer.mlp.down_proj, model.lm_head)  # fmt: skip
-        rows = 16
-        while rows <= min(64, max(16, self.skinny_max_rows)):
-            for lin in linears:
-                x = torch.zeros(rows, lin.in_features, dtype=lin.weight.dtype,
-                                device=lin.weight.device)  # fmt: skip
-                for split in (1, 2):
-                    self._skinny(x, lin.weight, lin.bias, split=split)
-            rows *= 2
 
 
 class RMSNorm(nn.Module):
@@ -121,7 +93,7 @@ class Attention(nn.Module):
         self.scale = args.head_dim**-0.5
 
     def forward(self, x, positions, rope, kv_cache, meta: AttentionMetadata, backend, ops):
-        qkv = ops.linear(self.qkv_proj, x)  # [num_tokens, q_size + 2 * kv_size]
+        qkv = self.qkv_proj(x)  # [num_tokens, q_size + 2 * kv_size]
         qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
         qk = rope(positions, qk.view(-1, self.num_heads + self.num_kv_heads, self.head_dim), ops)
         q = qk[:, : self.num_heads]  # [num_tokens, num_heads, head_dim]
@@ -130,7 +102,7 @@ class Attention(nn.Module):
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         backend.store_kv(k, v, k_cache, v_cache, meta)
         out = backend.attend(q, k_cache, v_cache, meta, self.scale)  # [num_tokens, heads, dim]
-        return ops.linear(self.o_proj, out.reshape(-1, self.q_size))
+        return self.o_proj(out.reshape(-1, self.q_size))
 
 
 class MLP(nn.Module):
@@ -141,7 +113,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, ops) -> torch.Tensor:
-        return ops.linear(self.down_proj, ops.silu_mul(ops.linear(self.gate_up_proj, x)))
+        return self.down_proj(ops.silu_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -193,7 +165,7 @@ class LlamaModel(nn.Module):
         return self.norm(x, self.ops, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.ops.linear(self.lm_head, hidden).float()  # [num_rows, vocab_size]
+        return self.lm_head(hidden).float()  # [num_rows, vocab_size]
 
 
 @torch.no_grad()

@@ -62,12 +62,10 @@ def _compiled_variants() -> dict[str, int]:
 
     import kernels.fused_ops
     import kernels.kv_store
-    import kernels.linear
     import kernels.paged_decode
     import kernels.paged_extend
 
-    modules = (kernels.fused_ops, kernels.kv_store, kernels.linear, kernels.paged_decode,
-               kernels.paged_extend)  # fmt: skip
+    modules = (kernels.fused_ops, kernels.kv_store, kernels.paged_decode, kernels.paged_extend)
     return {
         f"{m.__name__}.{name}": sum(len(c[0]) for c in fn.device_caches.values())
         for m in modules
