@@ -248,6 +248,7 @@ def peers(
     static_batch: int = 64,
     policies: tuple[str, ...] = ("fcfs",),
     with_static: bool = True,
+    with_continuous: bool = True,
 ) -> dict:
     """This engine (each policy) and the HF peers on the same requests, in one process."""
     model = _build_model(preset)
@@ -270,7 +271,8 @@ def peers(
     torch.cuda.empty_cache()
     hf = _hf_model(args)
     static = lambda hf, specs: hf_static(hf, specs, static_batch)  # noqa: E731
-    runs = [("hf_continuous", hf_continuous)] + ([("hf_static", static)] if with_static else [])
+    runs = [("hf_continuous", hf_continuous)] if with_continuous else []
+    runs += [("hf_static", static)] if with_static else []
     for name, fn in runs:
         try:
             res[name] = fn(hf, specs)
@@ -498,6 +500,7 @@ def main() -> None:
     ap.add_argument("--peer-static-batch", type=int, default=64)
     ap.add_argument("--peer-policies", nargs="+", default=["fcfs", "chunked_prefill"])
     ap.add_argument("--peer-skip-static", action="store_true")
+    ap.add_argument("--peer-skip-continuous", action="store_true")
     ap.add_argument("--load-blocks", type=int, default=400)
     ap.add_argument(
         "--load-policies", nargs="+", default=["fcfs", "chunked_prefill", "preempt_cpu"]
@@ -528,6 +531,7 @@ def main() -> None:
                     a.peer_static_batch,
                     tuple(a.peer_policies),
                     not a.peer_skip_static,
+                    not a.peer_skip_continuous,
                 )
             else:
                 model = model or _build_model(a.model)
