@@ -296,14 +296,7 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
     per_seq = ctx // block
     runner = ModelRunner(model, bs * per_seq + 8, 0, block, backend=_triton(), cuda_graphs=True,
                          max_num_seqs=bs, max_model_len=2048)  # fmt: skip
-    tables = np.arange(bs * per_seq, dtype=np.int32).reshape(bs, per_seq)
-    pos = np.full(bs, ctx - 1, dtype=np.int64)
-    batch = Batch(
-        input_ids=np.random.randint(0, a.vocab_size, bs), positions=pos,
-        slot_mapping=tables[:, -1].astype(np.int64) * block + (ctx - 1) % block,
-        query_start_loc=np.arange(bs + 1, dtype=np.int32), seq_lens=np.full(bs, ctx, np.int32),
-        block_tables=tables, logits_indices=np.arange(bs), max_query_len=1, max_seq_len=ctx,
-    )  # fmt: skip
+    batch = _decode_batch(bs, ctx, block, a.vocab_size)
     runner.kv_cache.normal_()
     decode_s = _timed(lambda: runner.execute(batch), warmup=3, iters=20)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -336,11 +329,12 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
     return res
 
 
-def _decode_batch(bs: int, ctx: int, block: int, vocab: int, first_block: int = 0):
+def _decode_batch(bs: int, ctx: int, block: int, vocab: int):
+    """bs one-token decodes at context ctx, each on its own consecutive blocks."""
     from harness.executors.base import Batch
 
     per_seq = -(-ctx // block)
-    tables = first_block + np.arange(bs * per_seq, dtype=np.int32).reshape(bs, per_seq)
+    tables = np.arange(bs * per_seq, dtype=np.int32).reshape(bs, per_seq)
     return Batch(
         input_ids=np.random.randint(0, vocab, bs), positions=np.full(bs, ctx - 1, np.int64),
         slot_mapping=tables[:, (ctx - 1) // block].astype(np.int64) * block + (ctx - 1) % block,
@@ -428,20 +422,11 @@ def profile(model) -> dict:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from harness.executors.base import Batch
     from harness.executors.model_runner import ModelRunner
 
     bs, ctx, block = 256, 1024, 16
-    per_seq = ctx // block
-    runner = ModelRunner(model, bs * per_seq + 8, 0, block, backend=_triton())
-    tables = np.arange(bs * per_seq, dtype=np.int32).reshape(bs, per_seq)
-    batch = Batch(
-        input_ids=np.random.randint(0, model.args.vocab_size, bs),
-        positions=np.full(bs, ctx - 1, dtype=np.int64),
-        slot_mapping=tables[:, -1].astype(np.int64) * block + (ctx - 1) % block,
-        query_start_loc=np.arange(bs + 1, dtype=np.int32), seq_lens=np.full(bs, ctx, np.int32),
-        block_tables=tables, logits_indices=np.arange(bs), max_query_len=1, max_seq_len=ctx,
-    )  # fmt: skip
+    runner = ModelRunner(model, bs * (ctx // block) + 8, 0, block, backend=_triton())
+    batch = _decode_batch(bs, ctx, block, model.args.vocab_size)
     for _ in range(3):
         runner.execute(batch)
     with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:

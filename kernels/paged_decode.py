@@ -112,15 +112,15 @@ def _paged_decode_attention_reduce_kernel(
     )
 
 
+MAX_SPLITS = 64  # splits of one sequence's context (`warmup` compiles a merge for each width)
+
+
 def _decode_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, device) -> int:
     """Enough (sequence, KV head, split) programs to fill the GPU twice, >= 256 tokens a split."""
     programs = num_seqs * num_kv_heads
     by_len = triton.cdiv(max_seq_len, 256)
     by_fill = triton.cdiv(2 * num_sms(device), programs)
     return max(1, min(by_len, by_fill, MAX_SPLITS))
-
-
-MAX_SPLITS = 64
 
 
 def paged_decode_attention(

@@ -63,9 +63,9 @@ class ModelRunner:
             self.graphs.capture()
 
     def _warmup(self, block_size: int, max_model_len: int) -> None:
-        """Compile every Triton kernel variant now (on cuda), not during a measured step: the attention
-        kernels' variants on tiny inputs, then a 1-token decode and a 2-token prefill through
-        the whole model (layer ops, KV store, sampling) that store nothing (slot -1)."""
+        """Compile every Triton kernel variant now (on cuda), not during a measured step: the
+        attention kernels' variants on tiny inputs, then a 1-token decode and a 2-token prefill
+        through the whole model (layer ops, KV store, sampling) that store nothing (slot -1)."""
         a = self.model.args
         if self.device.type == "cuda":
             self.backend.warmup(
@@ -86,7 +86,9 @@ class ModelRunner:
         return self.launch(batch).result()
 
     def launch(self, batch: Batch, feed_from: StepHandle | None = None) -> StepHandle:
-        """Queue one forward pass and its sampling (see `_launch`)."""
+        """Queue one engine step's forward pass and sampling (see `_launch`). Warm-up passes
+        call `_launch` directly, so whatever wraps `launch` (fault injection, instrumentation)
+        sees engine steps only."""
         return self._launch(batch, feed_from)
 
     @torch.inference_mode()
