@@ -90,8 +90,9 @@ def _build_model(preset: str):
     return build_model(preset, None, torch.device("cuda"), torch.bfloat16, seed=0)
 
 
-def engine_run(model, specs, policy: str, *overrides: str) -> dict:
-    """One run of this engine on prebuilt requests; returns the summary (+ step stats)."""
+def engine_run(model, specs, policy: str, *overrides: str, steps_sink: list | None = None) -> dict:
+    """One run of this engine on prebuilt requests; returns the summary (+ step stats).
+    `steps_sink` receives the run's per-step frame."""
     from harness.run import run
 
     cfg = compose(
@@ -101,6 +102,8 @@ def engine_run(model, specs, policy: str, *overrides: str) -> dict:
     t0 = time.perf_counter()
     result = run(cfg, None, specs=specs, model=model)
     s, steps = result.summary, result.steps
+    if steps_sink is not None:
+        steps_sink.append(steps)
     out = {k: s[k] for k in ("output_throughput_tok_s", "total_throughput_tok_s", "duration_s",
                              "num_steps", "num_finished", "num_preemptions")}  # fmt: skip
     out["p99_ttft_s"], out["p99_tpot_s"] = s["ttft_s"]["p99"], s["tpot_s"]["p99"]
@@ -139,18 +142,24 @@ def engine_run(model, specs, policy: str, *overrides: str) -> dict:
     return out
 
 
-def offline(model, trace: str, n: int, configs: list[str]) -> dict:
-    """Each config is `policy:max_num_batched_tokens:max_num_seqs`."""
+def offline(model, trace: str, n: int, configs: list[str], steps_csv: Path | None = None) -> dict:
+    """Each config is `policy:max_num_batched_tokens:max_num_seqs`. `steps_csv`: every run's
+    per-step records (device and host time, tokens, KV blocks in use), one file."""
     specs = sharegpt_specs(trace, n, model.args.vocab_size)
     res = {"num_requests": n, "output_tokens": sum(s.max_output_tokens for s in specs)}
+    frames = []
     for config in configs:
         policy, budget, seqs = config.split(":")
         key = f"{policy}_tokens{budget}_seqs{seqs}"
+        sink: list = []
         res[key] = engine_run(
             model, specs, policy, f"budget.max_num_batched_tokens={budget}",
-            f"budget.max_num_seqs={seqs}",
+            f"budget.max_num_seqs={seqs}", steps_sink=sink,
         )  # fmt: skip
+        frames += [f.assign(config=key) for f in sink]
         print(key, json.dumps(res[key]), flush=True)
+        if steps_csv is not None:
+            pd.concat(frames).to_csv(steps_csv, index=False)
     return res
 
 
@@ -387,12 +396,31 @@ def decode_sweep(
     return {"rows": rows}
 
 
+def _graph_timed(fn, args: list[tuple], reps: int = 4) -> float:
+    """Median seconds of one `fn(*a)` call, replayed in a CUDA graph that cycles through `args`
+    (`reps` times), as a model's layers run inside a decode graph: no launch gaps, and with
+    enough distinct weight copies in `args` every call reads its weights from HBM, not L2."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for a in args:
+            fn(*a)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            for a in args:
+                fn(*a)
+    return _timed(graph.replay, warmup=1, iters=5) / (reps * len(args))
+
+
 @torch.inference_mode()
 def gemm_sweep(model, copy_GBps: float, matmul_TFLOPs: float,
-               rows=(1, 16, 32, 64, 128, 192, 256, 512, 2048, 8192)) -> dict:  # fmt: skip
+               rows=(1, 16, 32, 64, 128, 192, 256, 384, 512, 1024, 2048, 8192)) -> dict:  # fmt: skip
     """The model's linear layers (one layer's four, and the LM head) at each row count, through
     cuBLAS (torch's default) and cuBLASLt, against max(bytes / copy bandwidth, FLOPs / matmul
-    rate): where a decode step's GEMM time goes."""
+    rate): where a decode step's GEMM time goes. Each layer is timed inside a CUDA graph over
+    enough weight copies (>= 400 MiB) that its weights come from HBM, as in a decode step."""
     layer = model.layers[0]
     linears = {"qkv": layer.self_attn.qkv_proj, "o": layer.self_attn.o_proj,
                "gate_up": layer.mlp.gate_up_proj, "down": layer.mlp.down_proj,
@@ -401,19 +429,86 @@ def gemm_sweep(model, copy_GBps: float, matmul_TFLOPs: float,
     for name, lin in linears.items():
         n, k = lin.weight.shape
         w = lin.weight
+        copies = max(1, -(-400 * 2**20 // w.nbytes))
+        weights = [w] + [torch.randn_like(w) for _ in range(copies - 1)]
         for m in rows:
-            x = torch.randn(m, k, device="cuda", dtype=w.dtype)
+            args = [(torch.randn(m, k, device="cuda", dtype=w.dtype), wc) for wc in weights]
             nbytes = (n * k + m * k + m * n) * 2
             floor = max(nbytes / (copy_GBps * 1e9), 2 * m * n * k / (matmul_TFLOPs * 1e12))
             row = {"linear": name, "m": m, "n": n, "k": k, "floor_us": floor * 1e6}
             for lib in ("cublas", "cublaslt"):
                 torch.backends.cuda.preferred_blas_library(lib)
-                t = _timed(lambda x=x, w=w: torch.nn.functional.linear(x, w), iters=20)
+                t = _graph_timed(torch.nn.functional.linear, args)
                 row[f"{lib}_us"], row[f"{lib}_over_floor"] = t * 1e6, t / floor
             torch.backends.cuda.preferred_blas_library("cublas")
             out.append(row)
             print("gemm", json.dumps(row), flush=True)
+        del weights, args
+        torch.cuda.empty_cache()
     return {"rows": out}
+
+
+@torch.inference_mode()
+def attention_sweep(copy_GBps: float, num_heads=32, num_kv_heads=8, head_dim=128,
+                    block=16) -> dict:  # fmt: skip
+    """The decode attention kernel alone on the llama3_8b shape, over context mixes a run meets
+    (uniform, ragged, one long sequence among short ones, few long ones), with the split
+    heuristic and with fixed (num_splits, min_split_len) choices, against the KV bytes read /
+    copy bandwidth. `max_seq_len` is 2048, what a decode graph captured for that model length
+    passes, except for the 16k case."""
+    from kernels import paged_decode as dec
+
+    gen = np.random.default_rng(0)
+    cases = {
+        "uniform1k_b256": ([1024] * 256, 2048),
+        "ragged_b128": (gen.integers(16, 2049, 128).tolist(), 2048),
+        "ragged_b338": (gen.integers(16, 2049, 338).tolist(), 2048),
+        "ragged_b512": (gen.integers(16, 2049, 512).tolist(), 2048),
+        "one_long_b256": ([256] * 255 + [2048], 2048),
+        "b1_2k": ([2048], 2048),
+        "b8_2k": ([2048] * 8, 2048),
+        "b32_2k": ([2048] * 32, 2048),
+        "b4_16k": ([16384] * 4, 16384),
+    }
+    sms = dec.num_sms(torch.device("cuda"))
+
+    def old_splits(n, max_len):  # the heuristic before min_split_len (one split from 33 seqs)
+        return max(1, min(-(-max_len // 256), -(-2 * sms // (n * num_kv_heads)), dec.MAX_SPLITS))
+
+    fixed = [(1, 0), (2, 256), (4, 256), (4, 512), (8, 256), (8, 512)]
+    rows = []
+    for case, (lens, max_len) in cases.items():
+        per_seq = -(-max(lens) // block)
+        n = len(lens)
+        k_cache = torch.randn(n * per_seq, block, num_kv_heads, head_dim, device="cuda",
+                              dtype=torch.bfloat16)  # fmt: skip
+        v_cache = torch.randn_like(k_cache)
+        tables = torch.randperm(n * per_seq, device="cuda", dtype=torch.int32).view(n, per_seq)
+        seq_lens = torch.tensor(lens, device="cuda", dtype=torch.int32)
+        q = torch.randn(n, num_heads, head_dim, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty_like(q)
+        kv_bytes = sum(lens) * num_kv_heads * head_dim * 2 * 2
+        floor = kv_bytes / (copy_GBps * 1e9)
+        row = {"case": case, "num_seqs": n, "mean_len": float(np.mean(lens)),
+               "floor_us": floor * 1e6, "heuristic_splits":
+               dec._decode_splits(n, num_kv_heads, max_len, q.device)}  # fmt: skip
+        choices = {"heuristic": {}, "old": {"num_splits": old_splits(n, max_len),
+                                            "min_split_len": 0}}  # fmt: skip
+        choices.update({f"s{s}_min{m}": {"num_splits": s, "min_split_len": m} for s, m in fixed})
+        ref = dec.paged_decode_attention(q, k_cache, v_cache, tables, seq_lens, 0.08, max_len,
+                                        num_splits=1).float()  # fmt: skip
+        args = (q, k_cache, v_cache, tables, seq_lens, 0.08, max_len)
+        for label, kw in choices.items():
+            t = _timed(
+                lambda a=args, o=out, kw=kw: dec.paged_decode_attention(*a, out=o, **kw), 3, 20
+            )
+            err = (out.float() - ref).abs().max().item()
+            row[label] = {"us": t * 1e6, "over_floor": t / floor, "max_err": err}
+        rows.append(row)
+        print("attention", json.dumps(row), flush=True)
+        del k_cache, v_cache, args
+        torch.cuda.empty_cache()
+    return {"rows": rows}
 
 
 @torch.inference_mode()
@@ -472,7 +567,17 @@ def main() -> None:
     ap.add_argument(
         "sections",
         nargs="+",
-        choices=["ceilings", "offline", "peers", "roofline", "load", "profile", "decode", "gemm"],
+        choices=[
+            "ceilings",
+            "offline",
+            "peers",
+            "roofline",
+            "load",
+            "profile",
+            "decode",
+            "gemm",
+            "attention",
+        ],
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", default="llama3_8b")
@@ -504,6 +609,9 @@ def main() -> None:
         try:
             if section == "ceilings":
                 results[section] = ceilings()
+            elif section == "attention":
+                c = results.setdefault("ceilings", ceilings())
+                results[section] = attention_sweep(c["copy_GBps"])
             elif section == "peers":
                 model = None
                 gc.collect()
@@ -521,7 +629,8 @@ def main() -> None:
             else:
                 model = model or _build_model(a.model)
                 if section == "offline":
-                    results[section] = offline(model, a.trace, a.num_requests, a.offline_configs)
+                    results[section] = offline(model, a.trace, a.num_requests, a.offline_configs,
+                                               a.out / "offline_steps.csv")  # fmt: skip
                 elif section in ("roofline", "decode", "gemm"):
                     c = results.setdefault("ceilings", ceilings())
                     fn = {"roofline": roofline, "decode": decode_sweep, "gemm": gemm_sweep}[section]
