@@ -453,9 +453,9 @@ def attention_sweep(copy_GBps: float, num_heads=32, num_kv_heads=8, head_dim=128
                     block=16) -> dict:  # fmt: skip
     """The decode attention kernel alone on the llama3_8b shape, over context mixes a run meets
     (uniform, ragged, one long sequence among short ones, few long ones), with the split
-    heuristic and with fixed (num_splits, min_split_len) choices, against the KV bytes read /
-    copy bandwidth. `max_seq_len` is 2048, what a decode graph captured for that model length
-    passes, except for the 16k case."""
+    heuristic and with fixed split counts, against the KV bytes read / copy bandwidth.
+    `max_seq_len` is 2048, what a decode graph captured for that model length passes, except
+    for the 16k case. Eager launches: the small cases are launch-bound and L2-warm."""
     from kernels import paged_decode as dec
 
     gen = np.random.default_rng(0)
@@ -470,12 +470,6 @@ def attention_sweep(copy_GBps: float, num_heads=32, num_kv_heads=8, head_dim=128
         "b32_2k": ([2048] * 32, 2048),
         "b4_16k": ([16384] * 4, 16384),
     }
-    sms = dec.num_sms(torch.device("cuda"))
-
-    def old_splits(n, max_len):  # the heuristic before min_split_len (one split from 33 seqs)
-        return max(1, min(-(-max_len // 256), -(-2 * sms // (n * num_kv_heads)), dec.MAX_SPLITS))
-
-    fixed = [(1, 0), (2, 256), (4, 256), (4, 512), (8, 256), (8, 512)]
     rows = []
     for case, (lens, max_len) in cases.items():
         per_seq = -(-max(lens) // block)
@@ -491,10 +485,8 @@ def attention_sweep(copy_GBps: float, num_heads=32, num_kv_heads=8, head_dim=128
         floor = kv_bytes / (copy_GBps * 1e9)
         row = {"case": case, "num_seqs": n, "mean_len": float(np.mean(lens)),
                "floor_us": floor * 1e6, "heuristic_splits":
-               dec._decode_splits(n, num_kv_heads, max_len, q.device)}  # fmt: skip
-        choices = {"heuristic": {}, "old": {"num_splits": old_splits(n, max_len),
-                                            "min_split_len": 0}}  # fmt: skip
-        choices.update({f"s{s}_min{m}": {"num_splits": s, "min_split_len": m} for s, m in fixed})
+               dec._decode_num_splits(n, num_kv_heads, max_len, q.device)}  # fmt: skip
+        choices = {"heuristic": {}} | {f"splits{s}": {"num_splits": s} for s in (1, 2, 4, 8)}
         ref = dec.paged_decode_attention(q, k_cache, v_cache, tables, seq_lens, 0.08, max_len,
                                         num_splits=1).float()  # fmt: skip
         args = (q, k_cache, v_cache, tables, seq_lens, 0.08, max_len)

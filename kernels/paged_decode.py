@@ -22,25 +22,14 @@ from kernels.paged_common import (
 
 # Not specialised on the per-batch ints and offsets (see paged_extend.py); `warmup` compiles
 # the SPLIT and BLOCK_S variants.
-@triton.jit
-def _split_bounds(seq_len, num_splits, min_split_len, BLOCK_N: tl.constexpr):
-    """(split_len, splits used) of one sequence: `num_splits` equal parts, each at least
-    `min_split_len` tokens and a whole number of BLOCK_N tiles; always >= 1 split."""
-    split_len = tl.maximum(tl.cdiv(seq_len, num_splits), min_split_len)
-    split_len = tl.maximum(tl.cdiv(split_len, BLOCK_N) * BLOCK_N, BLOCK_N)
-    return split_len, tl.maximum(tl.cdiv(seq_len, split_len), 1)
-
-
-# Not specialised on the per-batch ints and offsets (see paged_extend.py); `warmup` compiles
-# the SPLIT and BLOCK_S variants.
 @triton.jit(
-    do_not_specialize=["num_splits", "min_split_len", "stride_bt"],
+    do_not_specialize=["num_splits", "stride_bt"],
     do_not_specialize_on_alignment=["block_tables_ptr", "seq_lens_ptr"],
 )
 def _paged_decode_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, out_ptr,
     part_out_ptr, part_lse_ptr,  # [num_seqs, num_heads, num_splits, head_dim], [.., num_splits]
-    qk_scale, num_splits, min_split_len,
+    qk_scale, num_splits,
     stride_qs, stride_qh, stride_os, stride_oh, stride_bt,
     stride_cb, stride_ct, stride_ch,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -48,14 +37,12 @@ def _paged_decode_attention_kernel(
     DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
     # One program per (sequence, KV head, split): the GROUP query heads sharing this KV head are
-    # the rows of one tile, so each K/V tile is loaded once for all of them. A sequence uses
-    # only as many splits as `_split_bounds` gives it: a short one is a single program that
-    # writes its output directly; a program past the splits a sequence uses does nothing.
+    # the rows of one tile, so each K/V tile is loaded once for all of them.
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + seq)
-    split_len, n_used = _split_bounds(seq_len, num_splits, min_split_len, BLOCK_N)
+    split_len = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
     start = split * split_len
     end = tl.minimum(start + split_len, seq_len)
 
@@ -84,40 +71,28 @@ def _paged_decode_attention_kernel(
 
     nonempty = l_i > 0
     o = acc / tl.where(nonempty, l_i, 1.0)[:, None]
-    o_ptr = out_ptr + seq * stride_os + heads[:, None] * stride_oh + offs_d[None, :]
     if SPLIT:
-        direct = (n_used == 1) & (split == 0)  # its sequence's only split: no merge needed
-        tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=q_mask & direct)
-        partial = (split < n_used) & (n_used > 1)
         lse = tl.where(nonempty, m_i + tl.math.log2(tl.where(nonempty, l_i, 1.0)), float("-inf"))
         row = (seq * tl.num_programs(1) * GROUP + heads) * num_splits + split
-        tl.store(part_lse_ptr + row, lse, mask=mask_g & partial)
-        tl.store(part_out_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], o,
-                 mask=q_mask & partial)  # fmt: skip
+        tl.store(part_lse_ptr + row, lse, mask=mask_g)
+        tl.store(part_out_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], o, mask=q_mask)
     else:
+        o_ptr = out_ptr + seq * stride_os + heads[:, None] * stride_oh + offs_d[None, :]
         tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=q_mask)
 
 
-@triton.jit(
-    do_not_specialize=["num_splits", "min_split_len"],
-    do_not_specialize_on_alignment=["seq_lens_ptr"],
-)
+@triton.jit(do_not_specialize=["num_splits"])
 def _paged_decode_attention_reduce_kernel(
-    part_out_ptr, part_lse_ptr, seq_lens_ptr, out_ptr, num_splits, min_split_len,
-    stride_os, stride_oh,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
+    part_out_ptr, part_lse_ptr, out_ptr, num_splits, stride_os, stride_oh,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
 ):  # fmt: skip
     # One program per (sequence, query head): merge the splits' partial outputs by their LSE.
-    # A sequence with one split already has its output.
     seq = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     row = seq * tl.num_programs(1) + head
-    seq_len = tl.load(seq_lens_ptr + seq)
-    _, n_used = _split_bounds(seq_len, num_splits, min_split_len, BLOCK_N)
-    merge = n_used > 1
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
-    mask_s = (offs_s < n_used) & merge
+    mask_s = offs_s < num_splits
     mask_d = offs_d < HEAD_DIM
     lse = tl.load(part_lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"))
     lse_max = tl.max(lse, 0)
@@ -133,23 +108,19 @@ def _paged_decode_attention_reduce_kernel(
     tl.store(
         out_ptr + seq * stride_os + head * stride_oh + offs_d,
         o.to(out_ptr.dtype.element_ty),
-        mask=mask_d & merge,
+        mask=mask_d,
     )
 
 
 MAX_SPLITS = 64  # splits of one sequence's context (`warmup` compiles a merge for each width)
-MIN_SPLIT_LEN = 256  # tokens: a sequence up to this long is one program and needs no merge
-LONG_SPLITS = 4  # the longest sequences are split this many ways even when the batch is large
 
 
-def _decode_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, device) -> int:
-    """Splits per sequence: enough (sequence, KV head, split) programs to fill the GPU twice,
-    and at least LONG_SPLITS, so that one long sequence does not leave most SMs idle at the
-    end of a large batch; no more than the longest sequence has MIN_SPLIT_LEN pieces."""
+def _decode_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, device) -> int:
+    """Enough (sequence, KV head, split) programs to fill the GPU twice, >= 256 tokens a split."""
     programs = num_seqs * num_kv_heads
-    by_fill = max(triton.cdiv(2 * num_sms(device), programs), LONG_SPLITS)
-    by_len = triton.cdiv(max_seq_len, MIN_SPLIT_LEN)
-    return max(1, min(by_fill, by_len, MAX_SPLITS))
+    by_len = triton.cdiv(max_seq_len, 256)
+    by_fill = triton.cdiv(2 * num_sms(device), programs)
+    return max(1, min(by_len, by_fill, MAX_SPLITS))
 
 
 def paged_decode_attention(
@@ -163,16 +134,11 @@ def paged_decode_attention(
     out: torch.Tensor | None = None,  # [num_seqs, num_heads, head_dim]
     *,
     num_splits: int | None = None,  # override the heuristic (tests, benchmarks)
-    min_split_len: int | None = None,  # default: MIN_SPLIT_LEN, or 0 with num_splits given
     block_n: int | None = None,
     num_warps: int = 4,
     num_stages: int = 3,
 ) -> torch.Tensor:
     """Decode attention over the paged cache (Triton): GQA-packed, split-KV with an LSE merge.
-
-    Each sequence is cut into `num_splits` equal parts of at least `min_split_len` tokens
-    (whole KV tiles): a short sequence is one program that writes its output directly, a long
-    one several whose partial outputs a second kernel merges by their log-sum-exp.
 
     CUDA-graph capturable: no host sync, the grid and the scratch buffers depend only on shapes
     and the Python ints `max_seq_len` / `num_splits`. A sequence with seq_len 0 gets zeros.
@@ -186,13 +152,8 @@ def paged_decode_attention(
     if num_seqs == 0:
         return out
     group = num_heads // num_kv_heads
-    if min_split_len is None:
-        min_split_len = MIN_SPLIT_LEN if num_splits is None else 0
     if num_splits is None:
-        num_splits = _decode_splits(num_seqs, num_kv_heads, max_seq_len, query.device)
-    if not 1 <= num_splits <= MAX_SPLITS or min_split_len < 0:
-        raise ValueError(f"need 1 <= num_splits <= {MAX_SPLITS} and min_split_len >= 0, got "
-                         f"{num_splits} and {min_split_len}")  # fmt: skip
+        num_splits = _decode_num_splits(num_seqs, num_kv_heads, max_seq_len, query.device)
     if block_n is None:
         block_n = 32 if query.dtype == torch.float32 else 64
     part_out = part_lse = out  # unused placeholders when there is one split
@@ -205,7 +166,7 @@ def paged_decode_attention(
     block_d = max(16, triton.next_power_of_2(head_dim))
     _paged_decode_attention_kernel[(num_seqs, num_kv_heads, num_splits)](
         query, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse,
-        scale * LOG2E, num_splits, min_split_len,
+        scale * LOG2E, num_splits,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
@@ -214,8 +175,7 @@ def paged_decode_attention(
     )  # fmt: skip
     if num_splits > 1:
         _paged_decode_attention_reduce_kernel[(num_seqs, num_heads)](
-            part_out, part_lse, seq_lens, out, num_splits, min_split_len, out.stride(0),
-            out.stride(1), HEAD_DIM=head_dim, BLOCK_D=block_d,
-            BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_N=block_n,
+            part_out, part_lse, out, num_splits, out.stride(0), out.stride(1),
+            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(num_splits),
         )  # fmt: skip
     return out

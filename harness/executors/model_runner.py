@@ -241,10 +241,12 @@ class StepHandle:
 def sample(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """Greedy when temperature is 0, else temperature + nucleus (top-p) sampling, on device."""
+    """Greedy when temperature is 0, else temperature + nucleus (top-p) sampling, on device.
+    Greedy takes the argmax of the logits as they are (bf16 values convert to float32 exactly,
+    so the choice is the same); sampling works in float32."""
     if temperature <= 0.0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)  # [num_rows, vocab]
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [num_rows, vocab]
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         outside = sorted_p.cumsum(dim=-1) - sorted_p > top_p  # keep the smallest set >= top_p

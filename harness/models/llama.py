@@ -165,7 +165,8 @@ class LlamaModel(nn.Module):
         return self.norm(x, self.ops, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()  # [num_rows, vocab_size]
+        """[num_rows, vocab_size] in the model's dtype (greedy sampling needs no float copy)."""
+        return self.lm_head(hidden)
 
 
 @torch.no_grad()

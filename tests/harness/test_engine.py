@@ -105,3 +105,21 @@ def test_swap_preemption_records_blocks_and_time_per_step_and_request():
     assert sum(r.swap_time_s for r in reqs) == pytest.approx(steps.swap_time_s.sum())
     assert all((r.swap_time_s > 0) == (r.num_swaps > 0) for r in reqs)
     assert engine.kv.cpu.num_free_blocks == 16
+
+
+def test_greedy_sampling_of_bf16_logits_matches_their_float32_argmax():
+    # The runner samples greedily from logits in the model's dtype (no float copy): the argmax
+    # must be the one of the same values in float32, ties to the lowest index included.
+    import torch
+
+    from harness.executors.model_runner import sample
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(64, 1000, generator=gen) * 4).to(torch.bfloat16)
+    logits[3, [10, 20]] = logits[3].max() + 1  # a tie
+    got = sample(logits, 0.0, 1.0, gen)
+    assert torch.equal(got, logits.float().argmax(dim=-1))
+    assert got[3] == 10
+    # sampling proper works in float32 and stays in range
+    drawn = sample(logits, 0.7, 0.9, gen)
+    assert drawn.dtype == torch.long and bool(((drawn >= 0) & (drawn < 1000)).all())

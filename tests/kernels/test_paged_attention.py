@@ -91,27 +91,6 @@ def test_decode_split_counts_agree(gen, num_splits):
 
 
 @needs_kernels
-@pytest.mark.parametrize("num_splits,min_split_len", [(4, 32), (8, 48), (2, 200)])
-def test_decode_min_split_len(gen, num_splits, min_split_len):
-    # One batch mixes sequences short enough for one split (written directly, no merge), ones
-    # cut into fewer than num_splits parts (idle programs) and ones cut into all of them.
-    lens = [1, 16, 31, 33, 64, 100, 150, 200]
-    _run_decode(gen, 64, 4, 16, torch.float32, lens, num_splits=num_splits,
-                min_split_len=min_split_len, block_n=16)  # fmt: skip
-
-
-@needs_kernels
-def test_decode_split_arguments_checked(gen):
-    batch = make_paged_batch([1], [5], num_heads=4, num_kv_heads=2, head_dim=64, block_size=16,
-                             dtype=torch.float32, gen=gen)  # fmt: skip
-    args = (batch.query, batch.k_cache, batch.v_cache, batch.block_tables, batch.seq_lens, 0.1)
-    with pytest.raises(ValueError, match="num_splits"):
-        paged_decode_attention(*args, max_seq_len=64, num_splits=65)
-    with pytest.raises(ValueError, match="min_split_len"):
-        paged_decode_attention(*args, max_seq_len=64, num_splits=2, min_split_len=-1)
-
-
-@needs_kernels
 def test_decode_empty_sequence_gives_zeros(gen):
     batch = make_paged_batch([1, 1], [0, 5], num_heads=4, num_kv_heads=2, head_dim=64,
                              block_size=16, dtype=torch.float32, gen=gen)  # fmt: skip
