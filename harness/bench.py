@@ -108,6 +108,7 @@ def engine_run(model, specs, policy: str, *overrides: str, steps_sink: list | No
                              "num_steps", "num_finished", "num_preemptions")}  # fmt: skip
     out["p99_ttft_s"], out["p99_tpot_s"] = s["ttft_s"]["p99"], s["tpot_s"]["p99"]
     out["wall_s_incl_setup"] = time.perf_counter() - t0
+    out["num_gpu_blocks"] = (result.resolved or {}).get("num_gpu_blocks")
     if len(steps):
         host = steps["host_time_s"].to_numpy()
         dur = steps["duration_s"].to_numpy()

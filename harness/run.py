@@ -34,6 +34,7 @@ class RunResult:
     requests: object  # pandas DataFrame, one row per request
     steps: object  # pandas DataFrame, one row per step
     output_dir: Path | None
+    resolved: dict | None = None  # what the config resolved to (device, KV blocks, ...)
 
 
 def instantiate_node(cfg: DictConfig, key: str):
@@ -73,14 +74,26 @@ def _num_blocks(cfg: DictConfig, device, dtype, args: ModelArgs, runner_model) -
     if num_gpu is None:
         if device.type == "cuda":
             # vLLM's rule: the run may use `gpu_memory_utilization` of the device; what this
-            # process holds now (weights) and an activation reserve (the largest step's hidden
-            # states, MLP and logits) come off it; the rest is KV cache. Memory another process
-            # holds is not ours to take, so free memory also bounds it.
-            free, total = torch.cuda.mem_get_info(device)
-            a = args
+            # process holds now (weights) and the activations come off it; the rest is KV
+            # cache. The activations are measured: the largest eager step (a full token budget
+            # of prefill, then the LM head and sampling of max_num_seqs rows) plus the largest
+            # decode graph's pool (max_num_seqs one-token rows), and 512 MiB for allocator
+            # slack and library workspaces. Memory another process holds is not ours to take,
+            # so free memory also bounds it.
+            from harness.executors.model_runner import peak_step_bytes
+
+            profile = (runner_model, _backend(device))
+            max_len = min(e.max_model_len or args.max_position_embeddings,
+                          args.max_position_embeddings)  # fmt: skip
+            limits = (b.block_size, max_len)
+            sampling = (e.temperature, e.top_p)
             tokens = max(b.max_num_batched_tokens, b.max_num_seqs)
-            act = tokens * (4 * a.hidden_size + 3 * a.intermediate_size) * 2 * 2
-            act += b.max_num_seqs * a.vocab_size * 4 * 3 + 2**30
+            act = peak_step_bytes(*profile, tokens, b.max_num_seqs, *limits, *sampling)
+            act += peak_step_bytes(*profile, b.max_num_seqs, b.max_num_seqs, b.block_size, 1,
+                                   *sampling)  # fmt: skip
+            act += 2**29
+            torch.cuda.empty_cache()
+            free, total = torch.cuda.mem_get_info(device)
             budget = total * e.gpu_memory_utilization - torch.cuda.memory_allocated(device) - act
             num_gpu = int(max(0, min(budget, free - act)) // block_bytes)
         else:
@@ -185,7 +198,7 @@ def run(
         starvation_threshold=cfg.engine.starvation_threshold,
     )  # fmt: skip
     logger.finish(summary, requests_df, steps_df)
-    result = RunResult(summary, requests_df, steps_df, output_dir)
+    result = RunResult(summary, requests_df, steps_df, output_dir, resolved)
     if error:
         print(f"run stopped early: {error}", file=sys.stderr)
     return result

@@ -23,6 +23,53 @@ def kv_block_bytes(model: LlamaModel, block_size: int, dtype: torch.dtype) -> in
     return a.num_layers * 2 * block_size * a.num_kv_heads * a.head_dim * dtype.itemsize
 
 
+@torch.inference_mode()
+def peak_step_bytes(
+    model: LlamaModel,
+    backend,
+    num_tokens: int,
+    num_seqs: int,
+    block_size: int,
+    max_model_len: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> int:
+    """Device memory the largest step allocates beyond what is held now, measured (vLLM's
+    profile run): `num_tokens` prefill tokens in sequences of at most `max_model_len` through
+    every layer, then the LM head and sampling on `num_seqs` rows. It stores nothing (slot -1,
+    a one-block cache). Call it on a CUDA model before the KV cache is allocated."""
+    p = next(model.parameters())
+    device, dtype = p.device, p.dtype
+    q = min(-(-num_tokens // max(1, min(num_seqs, num_tokens))), max_model_len)
+    n = -(-num_tokens // q)  # sequences of q tokens, the last one shorter
+    lens = np.full(n, q, np.int32)
+    lens[-1] = num_tokens - q * (n - 1)
+    starts = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    positions = np.concatenate([np.arange(k) for k in lens])
+    rows = min(num_seqs, num_tokens)
+    cache = torch.zeros(kv_cache_shape(model, 1, block_size), dtype=dtype, device=device)
+
+    def dev(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    meta = AttentionMetadata(
+        slot_mapping=dev(np.full(num_tokens, -1, np.int64)), query_start_loc=dev(starts),
+        seq_lens=dev(lens), block_tables=dev(np.zeros((n, -(-q // block_size)), np.int32)),
+        max_query_len=q, max_seq_len=q, is_decode_only=q == 1,
+    )  # fmt: skip
+    ids, pos = dev(np.zeros(num_tokens, np.int64)), dev(positions.astype(np.int64))
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    hidden = model(ids, pos, cache, meta, backend)
+    logits = model.compute_logits(hidden[dev(np.arange(rows) * num_tokens // rows)])
+    gen = torch.Generator(device=device).manual_seed(0)
+    sample(logits, temperature, top_p, gen)
+    del hidden, logits
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
 class ModelRunner:
     """The `cpu`/`cuda` executor: one forward pass per step over the paged cache."""
 

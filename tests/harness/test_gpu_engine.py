@@ -97,3 +97,21 @@ def test_no_kernel_compiles_after_warmup(graphs):
                         Recorder(), pipelined=True)  # fmt: skip
         run_to_completion(engine, specs)
     assert _compiled_variants() == before
+
+
+def test_activation_peak_is_measured_not_guessed():
+    # The KV cache is sized after a profiled step: its peak must hold at least the largest
+    # intermediate (the gate/up projection of every token) and the sampled rows' logits, and
+    # grow with the token budget.
+    import torch
+
+    from harness.executors.model_runner import peak_step_bytes
+
+    model = make_model(device="cuda")
+    a = model.args
+    small = peak_step_bytes(model, TritonAttention(), 64, 8, 16, 256)
+    big = peak_step_bytes(model, TritonAttention(), 1024, 64, 16, 256)
+    itemsize = next(model.parameters()).element_size()
+    assert big >= 1024 * 2 * a.intermediate_size * itemsize + 64 * a.vocab_size * itemsize
+    assert big > small > 0
+    assert torch.cuda.memory_allocated() < 2 * sum(p.nbytes for p in model.parameters()) + 2**26
