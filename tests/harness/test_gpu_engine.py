@@ -109,9 +109,10 @@ def test_activation_peak_is_measured_not_guessed():
 
     model = make_model(device="cuda")
     a = model.args
+    held = torch.cuda.memory_allocated()
     small = peak_step_bytes(model, TritonAttention(), 64, 8, 16, 256)
     big = peak_step_bytes(model, TritonAttention(), 1024, 64, 16, 256)
     itemsize = next(model.parameters()).element_size()
     assert big >= 1024 * 2 * a.intermediate_size * itemsize + 64 * a.vocab_size * itemsize
     assert big > small > 0
-    assert torch.cuda.memory_allocated() < 2 * sum(p.nbytes for p in model.parameters()) + 2**26
+    assert torch.cuda.memory_allocated() == held  # the profile step keeps nothing
