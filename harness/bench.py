@@ -305,35 +305,20 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
     a, bs, ctx, block = model.args, 256, 1024, 16
     per_seq = ctx // block
     runner = ModelRunner(model, bs * per_seq + 8, 0, block, backend=_triton(), cuda_graphs=True,
-                         max_num_seqs=bs, max_model_len=2048, tune_blas=True)  # fmt: skip
+                         max_num_seqs=bs, max_model_len=2048)  # fmt: skip
     batch = _decode_batch(bs, ctx, block, a.vocab_size)
     runner.kv_cache.normal_()
     decode_s = _timed(lambda: runner.execute(batch), warmup=3, iters=20)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv_bytes = bs * per_seq * kv_block_bytes(model, block, torch.bfloat16)
     floor_s = (weight_bytes + kv_bytes) / (copy_GBps * 1e9)
-    picks = runner.blas.timings if runner.blas else []
-    lt_rows = {t["linear"]: [] for t in picks}
-    for t in picks:  # the row counts at which cuBLASLt beat cuBLAS, per layer
-        if t["cublaslt_us"] < t["cublas_us"]:
-            lt_rows[t["linear"]].append(t["m"])
-    res = {"blas_cublaslt_rows": lt_rows, "blas_timings": picks}
-    res |= {"decode_batch": bs, "decode_ctx": ctx, "decode_step_ms": decode_s * 1e3,
+    res = {"decode_batch": bs, "decode_ctx": ctx, "decode_step_ms": decode_s * 1e3,
            "decode_floor_ms": floor_s * 1e3, "decode_over_floor": decode_s / floor_s}  # fmt: skip
     del runner
     torch.cuda.empty_cache()
     # Prefill: 8 sequences of 1024 new tokens (8192 tokens), eager.
     n_seq, q = 8, 1024
-    runner = ModelRunner(
-        model,
-        n_seq * q // block + 8,
-        0,
-        block,
-        backend=_triton(),
-        max_num_seqs=n_seq,
-        max_num_batched_tokens=n_seq * q,
-        tune_blas=True,
-    )
+    runner = ModelRunner(model, n_seq * q // block + 8, 0, block, backend=_triton())
     tables = np.arange(n_seq * q // block, dtype=np.int32).reshape(n_seq, -1)
     posq = np.tile(np.arange(q), n_seq)
     batch = Batch(
@@ -390,7 +375,7 @@ def decode_sweep(
     num_blocks = min(max(sizes) * -(-max(contexts) // block), int(free * 0.75) // block_bytes)
     runner = ModelRunner(
         model, num_blocks, 0, block, backend=_triton(), cuda_graphs=True,
-        max_num_seqs=max(sizes), max_model_len=max(contexts), tune_blas=True,
+        max_num_seqs=max(sizes), max_model_len=max(contexts),
     )  # fmt: skip
     runner.kv_cache.normal_()
     rows = []
@@ -528,9 +513,7 @@ def profile(model) -> dict:
     from harness.executors.model_runner import ModelRunner
 
     bs, ctx, block = 256, 1024, 16
-    runner = ModelRunner(
-        model, bs * (ctx // block) + 8, 0, block, backend=_triton(), max_num_seqs=bs, tune_blas=True
-    )
+    runner = ModelRunner(model, bs * (ctx // block) + 8, 0, block, backend=_triton())
     batch = _decode_batch(bs, ctx, block, model.args.vocab_size)
     for _ in range(3):
         runner.execute(batch)

@@ -39,9 +39,6 @@ class EngineConfig:
     cpu_kv_cache_gb: float = 0.02
     cpu_swap_gb: float = 4.0  # cuda: pinned host swap pool when budget.num_cpu_blocks is unset
     enforce_eager: bool = False  # cuda: no CUDA graphs
-    # cuda: time cuBLAS against cuBLASLt for every linear layer shape and row count at start
-    # (a few seconds) and run each GEMM through the faster one (harness/models/blas.py)
-    tune_blas: bool = True
     # schedule and prepare step n+1 while step n runs on the device (exact: lengths are forced)
     async_scheduling: bool = True
     temperature: float = 0.0  # 0 = greedy

@@ -153,7 +153,6 @@ def run(
         model, num_gpu_blocks, num_cpu_blocks, cfg.budget.block_size,
         backend=_backend(device), seed=cfg.seed, cuda_graphs=not cfg.engine.enforce_eager,
         max_num_seqs=cfg.budget.max_num_seqs, max_model_len=max_model_len,
-        max_num_batched_tokens=cfg.budget.max_num_batched_tokens, tune_blas=cfg.engine.tune_blas,
     )  # fmt: skip
     kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
     limits = Limits(

@@ -84,8 +84,6 @@ class ModelRunner:
         cuda_graphs: bool = False,
         max_num_seqs: int = 256,
         max_model_len: int | None = None,
-        max_num_batched_tokens: int | None = None,
-        tune_blas: bool = False,
     ) -> None:
         self.model = model
         p = next(model.parameters())
@@ -103,17 +101,6 @@ class ModelRunner:
         self.staging = Staging(self.device)
         self._events = self.device.type == "cuda"  # time each step on the device
         self.graphs = None
-        self.blas = None
-        if tune_blas and self.device.type == "cuda" and hasattr(model.ops, "blas"):
-            # before the warm-up and the graph capture, which then use the chosen libraries
-            from harness.models.blas import BlasChoice, model_groups
-
-            self.blas = BlasChoice()
-            rows = max(max_num_batched_tokens or 0, max_num_seqs)
-            limits = {name: rows for name in ("qkv", "o", "gate_up", "down")}
-            self.blas.tune(model_groups(model), limits | {"lm_head": max_num_seqs})
-        if hasattr(model.ops, "blas"):
-            model.ops.blas = self.blas  # this runner's choice (None: torch's default library)
         self._warmup(block_size, max_model_len or model.args.max_position_embeddings)
         if cuda_graphs and self.device.type == "cuda":
             self.graphs = DecodeGraphs(

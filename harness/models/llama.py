@@ -23,9 +23,6 @@ class TorchOps:
     def rope(self, x, positions, cos, sin):
         return self._rope(x, positions, cos, sin)
 
-    def linear(self, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-        return layer(x)
-
 
 class TritonOps(TorchOps):
     """The same ops as single Triton kernels (GPU): one pass instead of several casts."""
@@ -35,10 +32,6 @@ class TritonOps(TorchOps):
 
         self.add_rmsnorm, self.silu_mul = add_rmsnorm, silu_mul
         self._rope = rope_
-        self.blas = None  # a tuned `harness.models.blas.BlasChoice` (ModelRunner sets it)
-
-    def linear(self, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-        return layer(x) if self.blas is None else self.blas.linear(x, layer)
 
 
 class RMSNorm(nn.Module):
@@ -100,7 +93,7 @@ class Attention(nn.Module):
         self.scale = args.head_dim**-0.5
 
     def forward(self, x, positions, rope, kv_cache, meta: AttentionMetadata, backend, ops):
-        qkv = ops.linear(x, self.qkv_proj)  # [num_tokens, q_size + 2 * kv_size]
+        qkv = self.qkv_proj(x)  # [num_tokens, q_size + 2 * kv_size]
         qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
         qk = rope(positions, qk.view(-1, self.num_heads + self.num_kv_heads, self.head_dim), ops)
         q = qk[:, : self.num_heads]  # [num_tokens, num_heads, head_dim]
@@ -109,7 +102,7 @@ class Attention(nn.Module):
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         backend.store_kv(k, v, k_cache, v_cache, meta)
         out = backend.attend(q, k_cache, v_cache, meta, self.scale)  # [num_tokens, heads, dim]
-        return ops.linear(out.reshape(-1, self.q_size), self.o_proj)
+        return self.o_proj(out.reshape(-1, self.q_size))
 
 
 class MLP(nn.Module):
@@ -120,7 +113,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, ops) -> torch.Tensor:
-        return ops.linear(ops.silu_mul(ops.linear(x, self.gate_up_proj)), self.down_proj)
+        return self.down_proj(ops.silu_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -173,7 +166,7 @@ class LlamaModel(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[num_rows, vocab_size] in the model's dtype (greedy sampling needs no float copy)."""
-        return self.ops.linear(hidden, self.lm_head)
+        return self.lm_head(hidden)
 
 
 @torch.no_grad()
