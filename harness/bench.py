@@ -397,21 +397,31 @@ def decode_sweep(
     return {"rows": rows}
 
 
+def capture_graph(fn):
+    """(graph, output) of `fn()` captured in a CUDA graph, after one run on a side stream
+    (Triton compiles and the allocator settles outside the capture)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 def _graph_timed(fn, args: list[tuple], reps: int = 4) -> float:
     """Median seconds of one `fn(*a)` call, replayed in a CUDA graph that cycles through `args`
     (`reps` times), as a model's layers run inside a decode graph: no launch gaps, and with
     enough distinct weight copies in `args` every call reads its weights from HBM, not L2."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for a in args:
-            fn(*a)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
+
+    def cycle(n: int = reps):
+        for _ in range(n):
             for a in args:
                 fn(*a)
+
+    graph, _ = capture_graph(cycle)
     return _timed(graph.replay, warmup=1, iters=5) / (reps * len(args))
 
 

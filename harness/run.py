@@ -66,7 +66,9 @@ def model_args(cfg: DictConfig, device: torch.device) -> tuple[str, ModelArgs]:
         raise ConfigError(str(exc)) from None
 
 
-def _num_blocks(cfg: DictConfig, device, dtype, args: ModelArgs, runner_model) -> tuple[int, int]:
+def _num_blocks(
+    cfg: DictConfig, device, dtype, args: ModelArgs, runner_model, max_model_len: int
+) -> tuple[int, int]:
     """KV blocks on the device and in the host swap pool, from the budget or from memory."""
     b, e = cfg.budget, cfg.engine
     block_bytes = kv_block_bytes(runner_model, b.block_size, dtype)
@@ -83,9 +85,7 @@ def _num_blocks(cfg: DictConfig, device, dtype, args: ModelArgs, runner_model) -
             from harness.executors.model_runner import peak_step_bytes
 
             profile = (runner_model, _backend(device))
-            max_len = min(e.max_model_len or args.max_position_embeddings,
-                          args.max_position_embeddings)  # fmt: skip
-            limits = (b.block_size, max_len)
+            limits = (b.block_size, max_model_len)
             sampling = (e.temperature, e.top_p)
             tokens = max(b.max_num_batched_tokens, b.max_num_seqs)
             act = peak_step_bytes(*profile, tokens, b.max_num_seqs, *limits, *sampling)
@@ -148,7 +148,7 @@ def run(
     torch.manual_seed(cfg.seed)
     if model is None:
         model = build_model(preset, cfg.model.path, device, dtype, seed=cfg.model.seed)
-    num_gpu_blocks, num_cpu_blocks = _num_blocks(cfg, device, dtype, args, model)
+    num_gpu_blocks, num_cpu_blocks = _num_blocks(cfg, device, dtype, args, model, max_model_len)
     executor = ModelRunner(
         model, num_gpu_blocks, num_cpu_blocks, cfg.budget.block_size,
         backend=_backend(device), seed=cfg.seed, cuda_graphs=not cfg.engine.enforce_eager,

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from harness.bench import _graph_timed
+
 
 @triton.jit(do_not_specialize=["M"])
 def _swap_ab_kernel(
@@ -96,33 +98,6 @@ def bmm_split_f32(x, w, split):
     return torch.bmm(xs, wt, out_dtype=torch.float32).sum(0).to(x.dtype)
 
 
-def graph_time(fn, xs, ws, reps=4):
-    """Per-call seconds of fn(x, w) over rotating weight copies, replayed in a CUDA graph."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for x, w in zip(xs, ws, strict=True):
-            fn(x, w)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            for x, w in zip(xs, ws, strict=True):
-                fn(x, w)
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(5):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3 / (reps * len(ws)))
-    del g
-    return sorted(times)[2]
-
-
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
 
 
@@ -151,7 +126,7 @@ def main():
             def run(label, fn, xs=xs, ws=ws, ref=ref, row=row):
                 try:
                     err = (fn(xs[0], ws[0]).float() - ref).abs().max().item()
-                    t = graph_time(fn, xs, ws)
+                    t = _graph_timed(fn, list(zip(xs, ws, strict=True)))
                     row["v"][label] = {"us": t * 1e6, "err": err}
                 except Exception as e:  # noqa: BLE001
                     row["v"][label] = {"error": repr(e)[:200]}

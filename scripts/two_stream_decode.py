@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.bench import _build_model, _decode_batch, _timed, _triton
+from harness.bench import _build_model, _decode_batch, _timed, _triton, capture_graph
 from harness.executors.model_runner import ModelRunner
 from harness.models.attention import AttentionMetadata
 
@@ -66,14 +66,7 @@ def run_case(model, bs: int, ctx: int, block: int = 16, max_len: int = 2048) -> 
     res = {}
     outs = {}
     for name, fn in (("one_stream", one), ("two_streams", two)):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            outs[name] = fn()
+        g, outs[name] = capture_graph(fn)
         res[name] = _timed(g.replay, warmup=3, iters=10) * 1e3
     full = outs["one_stream"].float()
     halves = torch.cat(outs["two_streams"]).float()
