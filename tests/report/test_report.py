@@ -4,72 +4,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from harness.loggers.local import write_results
-from harness.metrics import summarize
 from harness.report import SkippedRun, comparison, load_runs, main, to_markdown
 
-
-def make_frames(num_requests: int, gap_s: float, seed: int = 0):
-    """Requests (and steps) of a fake run whose tokens come every `gap_s` seconds."""
-    rng = np.random.default_rng(seed)
-    rows, steps = [], []
-    for i in range(num_requests):
-        arrival = 0.05 * i
-        ttft = rng.uniform(0.01, 0.2) * gap_s * 100
-        times = arrival + ttft + gap_s * np.arange(8)
-        rows.append(
-            {
-                "request_id": f"r{i}", "arrival_s": arrival, "prompt_tokens": 32,
-                "output_tokens": 8, "max_output_tokens": 8, "status": "finished", "reason": None,
-                "first_scheduled_s": arrival + ttft / 2, "first_token_s": times[0],
-                "finish_s": times[-1], "ttft_s": ttft, "tpot_s": gap_s,
-                "e2e_s": times[-1] - arrival, "queue_wait_s": ttft / 2, "num_preemptions": i % 2,
-                "num_swaps": 0, "token_times_s": list(times), "output_ids": [1] * 8,
-            }
-        )  # fmt: skip
-    for s in range(20):
-        steps.append(
-            {
-                "step": s, "start_s": 0.01 * s, "duration_s": 0.01, "num_prefill_tokens": 16,
-                "num_decode_tokens": 4, "num_padding_tokens": 0, "num_running": 4,
-                "num_waiting": 20 - s, "num_swapped": 0, "num_kv_blocks_used": 10 + s,
-                "num_preempted": int(s == 5), "num_swapped_out_blocks": 0,
-                "num_swapped_in_blocks": 0,
-            }
-        )  # fmt: skip
-    return pd.DataFrame(rows), pd.DataFrame(steps)
-
-
-def make_run(folder, policy: str, budget: int, gap_s: float, rate: float = 10.0):
-    requests, steps = make_frames(12, gap_s)
-    config = {
-        "policy": {"_target_": f"policies.{policy}.X"},
-        "workload": {
-            "_target_": "workloads.synthetic.SyntheticWorkload",
-            "arrival": {"rate": rate},
-        },
-        "budget": {"max_num_batched_tokens": budget, "max_num_seqs": 8},
-        "slo": {"ttft_s": 2.0, "tpot_s": 0.1, "e2e_s": None},
-        "resolved": {"policy_name": policy, "workload_name": "bursty", "num_gpu_blocks": 64},
-    }
-    summary = summarize(requests, steps, config["slo"])
-    write_results(folder, config, summary, requests, steps)
-    return summary
-
-
-@pytest.fixture
-def sweep(tmp_path):
-    root = tmp_path / "multirun_x"
-    for i, (policy, budget, gap) in enumerate(
-        [("fcfs", 256, 0.02), ("fcfs", 1024, 0.01), ("chunked_prefill", 256, 0.005),
-         ("chunked_prefill", 1024, 0.03)]
-    ):  # fmt: skip
-        make_run(root / f"{i}_{policy}", policy, budget, gap)
-    return root
+from .runs import make_run
 
 
 def test_gathers_every_run_with_config_and_summary_columns(sweep):
