@@ -1,4 +1,8 @@
-"""The report's PNGs: P99 latency vs throughput (Pareto view), latency CDFs, step timelines."""
+"""The report's PNGs: P99 latency vs throughput (Pareto view), latency CDFs, step timelines.
+
+A point or line is a row of the comparison (a configuration, its seeds pooled); a timeline is
+one run. Incomplete rows say `(incomplete)` wherever they appear.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from harness.metrics import inter_token_latencies  # noqa: E402
+from harness.report import value_text  # noqa: E402
 
 MAX_FIGURES = 8  # per kind (Pareto, CDF): the rest of a large sweep is in report.csv
 CDF_METRICS = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"), ("e2e_s", "E2E"))
+MARKERS = "osD^vP*XphH<>8d"  # one per budget in a Pareto plot
+INCOMPLETE = " (incomplete)"
 
 
 class SkippedPlot(UserWarning):
@@ -26,50 +34,47 @@ class SkippedPlot(UserWarning):
 def plot_all(
     df: pd.DataFrame, table: pd.DataFrame, keys: list[str], out_dir: Path, max_timelines: int
 ) -> list[Path]:
-    """Every PNG of the report; returns their paths."""
-    pngs = []
-    for name, index in _groups(table, keys, exclude=("policy", "budget", "arrival.rate")):
-        path = out_dir / f"pareto{_slug(name)}.png"
-        plot_pareto(table.loc[index], df.loc[index], path, name)
+    """Every PNG of the report (`df`: a row per run, `table`: the comparison); their paths."""
+    names, pngs = _FileNames(out_dir), []
+    setting = [k for k in keys if k not in ("policy", "budget")]
+    pareto = [k for k in setting if not k.endswith("arrival.rate")]  # a load sweep is one curve
+    for title, index in _groups(table, pareto):
+        path = names.png("pareto", title)
+        plot_pareto(table.loc[index], df, path, title)
         pngs.append(path)
-    for name, index in _groups(table, keys, exclude=("policy",)):
-        path = out_dir / f"cdf{_slug(name)}.png"
-        if plot_cdfs(df.loc[index], path, name):
+    for title, index in _groups(table, ["budget", *setting]):
+        path = names.png("cdf", title)
+        if plot_cdfs(table.loc[index], path, title):
             pngs.append(path)
-    for i in _timeline_runs(table, keys, max_timelines):
-        row = df.loc[i]
-        label = run_label(row, keys)
-        path = out_dir / f"timeline_{_slug(label).lstrip('_')}.png"
-        if plot_timeline(row, path, label):
+    for i in _timeline_runs(df, table, keys, max_timelines):
+        label = run_label(df.loc[i], keys)
+        path = names.png("timeline", label)
+        if plot_timeline(df.loc[i], path, label):
             pngs.append(path)
     plt.close("all")
     return pngs
 
 
 def run_label(row: pd.Series, keys: list[str]) -> str:
-    parts = [str(row["policy"]), f"b={row['budget']}", str(row["workload"])]
-    parts += [
-        f"{k.rsplit('.', 1)[-1]}={row[k]}"
-        for k in keys
-        if k not in ("policy", "budget", "workload")
-    ]
-    return " ".join(parts)
+    """`policy b=budget workload key=value... [seed=s] [(incomplete)]` of a run."""
+    parts = [str(row["policy"]), f"b={value_text(row['budget'])}", str(row["workload"])]
+    parts += [_key_text(k, row[k]) for k in keys if k not in ("policy", "budget", "workload")]
+    if "seed" in row and value_text(row["seed"]) != "none":
+        parts.append(f"seed={value_text(row['seed'])}")
+    return " ".join(parts) + ("" if row.get("complete", True) else INCOMPLETE)
 
 
-def _groups(table: pd.DataFrame, keys: list[str], exclude: tuple[str, ...]):
-    """(title, index) of runs equal in every key but the excluded ones, at most MAX_FIGURES."""
-    setting = [k for k in keys if not any(k == e or k.endswith(e) for e in exclude)]
-    if not setting:
-        return [("", table.index)]
-    labels = (
-        table[setting]
-        .astype(str)
-        .apply(
-            lambda r: " ".join(
-                f"{k.rsplit('.', 1)[-1]}={v}" if k != "workload" else v for k, v in r.items()
-            ),
-            axis=1,
-        )
+def _key_text(key: str, value) -> str:
+    return (
+        value_text(value) if key == "workload" else f"{key.rsplit('.', 1)[-1]}={value_text(value)}"
+    )
+
+
+def _groups(table: pd.DataFrame, columns: list[str]):
+    """(title, index) of rows equal in `columns` and in their request set (`split`), at most
+    MAX_FIGURES."""
+    labels = table.apply(
+        lambda r: " ".join([*(_key_text(k, r[k]) for k in columns), *_split(r)]), axis=1
     )
     names = list(dict.fromkeys(labels))
     if len(names) > MAX_FIGURES:
@@ -79,8 +84,25 @@ def _groups(table: pd.DataFrame, keys: list[str], exclude: tuple[str, ...]):
     return [(n, table.index[labels == n]) for n in names[:MAX_FIGURES]]
 
 
-def _slug(name: str) -> str:
-    return ("_" + re.sub(r"[^A-Za-z0-9.=-]+", "_", name).strip("_")) if name else ""
+def _split(row: pd.Series) -> list[str]:
+    return [f"[{row['split']}]"] if row.get("split") else []
+
+
+class _FileNames:
+    """`<kind>_<slug>.png` in one folder, numbered when two titles make the same slug."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir, self.used = out_dir, set()
+
+    def png(self, kind: str, title: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", title).strip("_")[:150]
+        stem = f"{kind}_{slug}" if slug else kind
+        name, n = stem, 1
+        while name in self.used:
+            n += 1
+            name = f"{stem}_{n}"
+        self.used.add(name)
+        return self.out_dir / f"{name}.png"
 
 
 def _colors(policies) -> dict:
@@ -88,44 +110,91 @@ def _colors(policies) -> dict:
     return {p: cmap(i % 10) for i, p in enumerate(sorted(set(policies)))}
 
 
-def plot_pareto(table: pd.DataFrame, df: pd.DataFrame, path: Path, title: str) -> None:
-    """P99 TTFT and P99 TPOT against output throughput, a colour per policy; each policy's
-    non-dominated points are joined (its Pareto front); the SLO is dashed."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-    colors = _colors(table["policy"])
-    rate = next((c for c in table.columns if c.endswith("arrival.rate")), None)
-    for ax, column, slo_key, label in (
+def plot_pareto(rows: pd.DataFrame, df: pd.DataFrame, path: Path, title: str) -> None:
+    """P99 TTFT and P99 TPOT against output throughput: a colour per policy, a marker per
+    budget (legends), each policy's non-dominated points joined, the SLO dashed. Only the points
+    on the frontier of all eligible rows are labelled, and only where a label fits."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
+    colors = _colors(rows["policy"])
+    budgets = list(dict.fromkeys(value_text(b) for b in rows.sort_values("budget")["budget"]))
+    markers = dict(zip(budgets, MARKERS, strict=False)) if len(budgets) <= len(MARKERS) else {}
+    panels = (
         (axes[0], "p99_ttft_ms", "slo.ttft_s", "P99 TTFT (ms)"),
         (axes[1], "p99_tpot_ms", "slo.tpot_s", "P99 TPOT (ms)"),
-    ):
-        for policy, runs in table.groupby("policy", sort=True):
-            x, y = runs["output_throughput_tok_s"].to_numpy(), runs[column].to_numpy()
-            ax.scatter(x, y, color=colors[policy], label=policy, s=36, zorder=3)
-            front = _pareto_front(x, y)
-            ax.plot(x[front], y[front], color=colors[policy], lw=1.5, alpha=0.8)
-            if len(table) <= 30:
-                for (_, r), xi, yi in zip(runs.iterrows(), x, y, strict=True):
-                    note = f"b{r['budget']}" + (f" r{r[rate]:g}" if rate else "")
-                    ax.annotate(
-                        note, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points"
-                    )
-        slo = pd.to_numeric(df.get(slo_key), errors="coerce").dropna() if slo_key in df else []
-        if len(slo):
-            ax.axhline(
-                slo.iloc[0] * 1e3,
-                color="grey",
-                ls="--",
-                lw=1,
-                label=f"SLO {slo.iloc[0] * 1e3:g} ms",
-            )
-        _maybe_log(ax, table[column])
+    )
+    for ax, column, slo_key, label in panels:
+        _pareto_points(ax, rows, column, colors, markers)
+        _slo_line(ax, df, slo_key)
+        _maybe_log(ax, rows[column])
         ax.set_xlabel("output throughput (tokens/s)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        ax.legend(title="policy", fontsize=8, loc="best")
+    _pareto_legends(fig, rows, colors, markers)
     fig.suptitle(f"P99 latency vs throughput{f' — {title}' if title else ''}")
+    fig.canvas.draw()  # the final layout, so labels are placed where they will be drawn
+    for ax, column, _, _ in panels:
+        _label_frontier(ax, rows, column)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _pareto_points(ax, rows: pd.DataFrame, column: str, colors: dict, markers: dict) -> None:
+    for (policy, complete), runs in rows.groupby(["policy", "complete"], sort=True):
+        x, y = runs["output_throughput_tok_s"].to_numpy(), runs[column].to_numpy()
+        color = colors[policy]
+        for xi, yi, budget in zip(x, y, runs["budget"], strict=True):
+            ax.scatter(
+                xi, yi, s=40, zorder=3, marker=markers.get(value_text(budget), "o"),
+                color=color, facecolors=color if complete else "none",
+            )  # fmt: skip
+        front = _pareto_front(x, y)
+        ax.plot(x[front], y[front], color=color, lw=1.5, alpha=0.8, ls="-" if complete else ":")
+
+
+def _slo_line(ax, df: pd.DataFrame, slo_key: str) -> None:
+    slo = pd.to_numeric(df[slo_key], errors="coerce").dropna() if slo_key in df else []
+    if len(slo):
+        ms = slo.iloc[0] * 1e3
+        ax.axhline(ms, color="grey", ls="--", lw=1, label=f"SLO {ms:g} ms")
+        ax.legend(fontsize=8, loc="best")
+
+
+def _pareto_legends(fig, rows: pd.DataFrame, colors: dict, markers: dict) -> None:
+    """Policies (hollow: incomplete) and budgets, outside the axes so no point is hidden."""
+    series = rows[["policy", "complete"]].drop_duplicates().sort_values(["policy", "complete"])
+    handles = [
+        Line2D([], [], color=colors[p], marker="o", markerfacecolor=colors[p] if c else "none",
+               label=p if c else p + INCOMPLETE)
+        for p, c in series.itertuples(index=False)
+    ]  # fmt: skip
+    fig.legend(handles=handles, title="policy", fontsize=8, loc="outside right upper")
+    if len(markers) > 1:
+        shapes = [
+            Line2D([], [], color="grey", marker=m, ls="", label=f"b{b}") for b, m in markers.items()
+        ]
+        fig.legend(handles=shapes, title="budget", fontsize=8, loc="outside right lower")
+
+
+def _label_frontier(ax, rows: pd.DataFrame, column: str) -> None:
+    """Name the points no eligible row beats on both axes, skipping a label that would overlap
+    one already placed (the legend names every policy and budget)."""
+    ok = (rows["complete"] & ~rows["served_fewer"]).to_numpy()
+    x = np.where(ok, rows["output_throughput_tok_s"].to_numpy(dtype=float), np.nan)
+    y = rows[column].to_numpy(dtype=float)
+    rate = next((c for c in rows.columns if c.endswith("arrival.rate")), None)
+    renderer, placed = ax.figure.canvas.get_renderer(), []
+    for i in _pareto_front(x, y):
+        row = rows.iloc[i]
+        text = f"{row['policy']} b{value_text(row['budget'])}"
+        text += f" r{value_text(row[rate])}" if rate and rows[rate].nunique() > 1 else ""
+        note = ax.annotate(text, (x[i], y[i]), fontsize=7, xytext=(4, 4),
+                           textcoords="offset points")  # fmt: skip
+        note.set_in_layout(False)  # labels must not move the axes they were placed on
+        box = note.get_window_extent(renderer).expanded(1.05, 1.2)
+        if any(box.overlaps(other) for other in placed):
+            note.remove()
+        else:
+            placed.append(box)
 
 
 def _pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -162,64 +231,93 @@ def plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(FuncFormatter(label))
 
 
-def _latencies(requests: pd.DataFrame) -> dict[str, np.ndarray]:
-    done = requests[requests["status"] == "finished"]
-    values = {k: done[k].to_numpy(dtype=float) for k, _ in CDF_METRICS if k != "itl_s"}
-    values["itl_s"] = inter_token_latencies(done) if "token_times_s" in done else np.empty(0)
-    return {k: np.sort(v[np.isfinite(v)]) * 1e3 for k, v in values.items()}
+def latency_cdf(requests: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted finite latencies in ms, cumulative fraction) over every request of the workload:
+    a request not finished (rejected, aborted) sits at +inf, so the curve tops out at the share
+    served. TPOT counts requests asked for 2+ tokens; ITL counts every gap they asked for."""
+    done = (requests["status"] == "finished").to_numpy()
+    asked = requests.get("max_output_tokens", requests["output_tokens"]).to_numpy(dtype=float)
+    if key == "itl_s":
+        values = inter_token_latencies(requests[done]) if done.any() else np.empty(0)
+        total = values.size + np.clip(asked[~done] - 1, 0, None).sum()
+    else:
+        values = requests.loc[done, key].to_numpy(dtype=float)
+        if key == "tpot_s":  # a 1-token answer has no TPOT: it is outside this population
+            total = np.isfinite(values).sum() + (asked[~done] > 1).sum()
+        else:
+            total = len(requests)
+    values = np.sort(values[np.isfinite(values)]) * 1e3
+    return values, np.arange(1, values.size + 1) / max(total, 1)
 
 
-def plot_cdfs(df: pd.DataFrame, path: Path, title: str) -> bool:
-    """TTFT, TPOT, ITL and E2E CDFs (ms), a line per run (policy) of one setting."""
+def _read_requests(row: pd.Series) -> pd.DataFrame | None:
+    """The requests of a comparison row's runs, pooled (None if a file is unreadable)."""
+    try:
+        frames = [pd.read_parquet(Path(d) / "requests.parquet") for d in row["run_dir"].split(";")]
+    except Exception as exc:
+        warnings.warn(f"skipping {row['run_dir']} in CDFs: {exc}", SkippedPlot, stacklevel=3)
+        return None
+    return pd.concat(frames, ignore_index=True)
+
+
+def _cdf_label(row: pd.Series, rows: pd.DataFrame) -> str:
+    label = str(row["policy"])
+    label += "" if rows["policy"].is_unique else f" b{value_text(row['budget'])}"
+    label += "" if row["complete"] else INCOMPLETE
+    finished, asked = row["served"].split("/")
+    return label + (f" (served {row['served']})" if finished != asked else "")
+
+
+def plot_cdfs(rows: pd.DataFrame, path: Path, title: str) -> bool:
+    """TTFT, TPOT, ITL and E2E CDFs (ms) over all requests, a line per comparison row."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
-    colors = _colors(df["policy"])
-    drawn = False
-    for _, row in df.iterrows():
-        try:
-            requests = pd.read_parquet(Path(row["run_dir"]) / "requests.parquet")
-        except Exception as exc:
-            warnings.warn(f"skipping {row['run_dir']} in CDFs: {exc}", SkippedPlot, stacklevel=2)
+    colors = _colors(rows["policy"])
+    drawn, spans = False, {key: [] for key, _ in CDF_METRICS}
+    for _, row in rows.iterrows():
+        requests = _read_requests(row)
+        if requests is None or requests.empty:
             continue
-        label = (
-            str(row["policy"]) if df["policy"].is_unique else f"{row['policy']} b{row['budget']}"
-        )
+        label = _cdf_label(row, rows)
         for ax, (key, _) in zip(axes.flat, CDF_METRICS, strict=True):
-            v = _latencies(requests)[key]
+            v, fraction = latency_cdf(requests, key)
             if v.size:
-                ax.plot(
-                    v,
-                    np.arange(1, v.size + 1) / v.size,
-                    color=colors[row["policy"]],
-                    label=label,
-                    lw=1.5,
-                )
+                ls = "-" if row["complete"] else ":"
+                ax.plot(v, fraction, color=colors[row["policy"]], label=label, lw=1.5, ls=ls)
+                spans[key] += [v[0], v[-1]]
                 drawn = True
     for ax, (key, name) in zip(axes.flat, CDF_METRICS, strict=True):
-        ax.set_xlabel(f"{name} (ms)")
-        ax.set_ylabel("fraction of requests" if key != "itl_s" else "fraction of token gaps")
-        ax.set_ylim(0, 1.01)
-        ax.axhline(0.99, color="grey", ls=":", lw=0.8)
-        ax.grid(True, alpha=0.3)
-        lines = ax.get_lines()
-        xs = np.concatenate([ln.get_xdata() for ln in lines]) if lines else np.empty(0)
-        if xs.size and xs.min() > 0 and xs.max() / xs.min() > 50:
-            ax.set_xscale("log")
-            plain_log_ticks(ax.xaxis)
+        _cdf_axis(ax, key, name, spans[key])
     axes[0, 0].legend(title="policy", fontsize=8, loc="lower right")
-    fig.suptitle(f"Latency CDFs (dotted: P99){f' — {title}' if title else ''}")
+    fig.suptitle(
+        "Latency CDFs over every request (requests not served: the line ends below 1; "
+        f"dotted: P99){f' — {title}' if title else ''}"
+    )
     if drawn:
         fig.savefig(path, dpi=120)
     plt.close(fig)
     return drawn
 
 
-def _timeline_runs(table: pd.DataFrame, keys: list[str], limit: int) -> list:
-    """All runs if few; else one setting's runs (the one with the most policies) up to `limit`."""
-    if len(table) <= limit:
-        return list(table.index)
-    groups = _groups(table, keys, exclude=("policy",))
+def _cdf_axis(ax, key: str, name: str, span: list[float]) -> None:
+    ax.set_xlabel(f"{name} (ms)")
+    ax.set_ylabel("fraction of requests" if key != "itl_s" else "fraction of token gaps")
+    ax.set_ylim(0, 1.01)
+    ax.axhline(0.99, color="grey", ls=":", lw=0.8)
+    ax.grid(True, alpha=0.3)
+    if span and min(span) > 0 and max(span) / min(span) > 50:
+        ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
+
+
+def _timeline_runs(df: pd.DataFrame, table: pd.DataFrame, keys: list[str], limit: int) -> list:
+    """All runs if few; else those of one comparison group (the one with the most policies),
+    up to `limit`."""
+    if len(df) <= limit:
+        return list(df.index)
+    groups = _groups(table, ["budget", *keys[2:]])
     _, index = max(groups, key=lambda g: table.loc[g[1], "policy"].nunique())
-    return list(index[:limit])
+    dirs = {d for rd in table.loc[index, "run_dir"] for d in rd.split(";")}
+    return [i for i in df.index if df.loc[i, "run_dir"] in dirs][:limit]
 
 
 def plot_timeline(row: pd.Series, path: Path, title: str) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.figure
+import matplotlib.text
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from harness.loggers.local import write_results
 from harness.metrics import summarize
@@ -110,7 +112,14 @@ def capture_figures(monkeypatch) -> list[tuple[str, matplotlib.figure.Figure]]:
     return saved
 
 
+def renderer(fig):
+    """A drawn Agg canvas's renderer (a figure closed by pyplot has lost its canvas)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
 def figure_texts(fig) -> str:
     """Every piece of text of a figure: titles, axis labels, legends, annotations."""
-    fig.canvas.draw()
+    renderer(fig)
     return " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
