@@ -3,6 +3,9 @@
 Capacity is the highest arrival rate (`workload.arrival.rate`, req/s) at which P99 TTFT and P99
 TPOT meet `slo.ttft_s` and `slo.tpot_s` (the figure Sarathi-Serve and Vidur report). It is found
 by bisection over the rate; every probe is a real run whose folder the report can read.
+
+A probe whose run is cut short (Ctrl-C, SIGTERM) or ends incomplete (a stall, a device fault)
+is neither a pass nor a miss: the search stops, marks its output incomplete and exits non-zero.
 """
 
 from __future__ import annotations
@@ -10,13 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
+import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+
+# On the cpu engine a probe of a default workload (200 requests: 200 s of arrivals alone at
+# 1 req/s) makes a two-policy search take well over ten minutes. Unless the user sizes the
+# workload (`workload.num_requests`), cpu probes serve this many requests instead.
+CPU_PROBE_NUM_REQUESTS = 16
+EXIT_PROBE_INCOMPLETE = 1  # a probe's run ended incomplete for a reason other than a signal
 
 
 @dataclass
@@ -34,13 +47,30 @@ class Capacity:
     policy: str
     capacity_req_s: float | None  # highest probed rate meeting the SLO; None: not even `low`
     bracket: tuple[float, float]  # capacity lies in [lo, hi) (hi = inf when `high` met it)
-    status: str  # ok | below_low | at_least_high
+    status: str  # ok | below_low | at_least_high | incomplete (the search was stopped)
     probes: list[Probe] = field(default_factory=list)
+
+
+class SearchStopped(Exception):
+    """A probe was cut short: the search has no answer for its policy and goes no further."""
+
+    def __init__(self, reason: str, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason  # interrupted | probe_incomplete | error
+        self.signum = signum
+        self.cut_short_probe: dict | None = None  # policy, rate, run_dir of the probe under way
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal (130 for Ctrl-C), as a shell reports a process a signal ended."""
+        return 128 + self.signum if self.signum else EXIT_PROBE_INCOMPLETE
 
 
 def meets_slo(summary: dict, ttft_s: float | None, tpot_s: float | None) -> bool:
     """P99 TTFT and P99 TPOT within the SLO, every request finished, none rejected."""
-    if not summary["complete"] or summary["num_finished"] < summary["num_requests"]:
+    if not summary["complete"]:
+        raise ValueError("a run cut short is neither a pass nor a miss")
+    if summary["num_finished"] < summary["num_requests"]:
         return False
     for key, bound in (("ttft_s", ttft_s), ("tpot_s", tpot_s)):
         p99 = summary[key]["p99"]
@@ -72,6 +102,17 @@ def bisect_capacity(
     return lo, (lo, hi), "ok"
 
 
+def max_probes(low: float, high: float, iters: int, rel_tol: float) -> int:
+    """The most probes `bisect_capacity` makes: both bounds, then halvings of the log-width of
+    the bracket until `rel_tol` or `iters` stops them."""
+    num, log_width = 2, math.log(high / low)
+    for _ in range(iters):
+        if math.expm1(log_width) <= rel_tol:
+            break
+        num, log_width = num + 1, log_width / 2
+    return num
+
+
 def compose(overrides: Sequence[str]):
     """The run config for `overrides` and the chosen group names (as `python -m harness`)."""
     from hydra import compose as hydra_compose
@@ -79,7 +120,9 @@ def compose(overrides: Sequence[str]):
     from omegaconf import open_dict
 
     from harness.__main__ import CONF_DIR
+    from harness.config import register
 
+    register()  # the schema every key is checked against
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
     choices = cfg.hydra.runtime.choices
@@ -89,56 +132,189 @@ def compose(overrides: Sequence[str]):
     return cfg, names
 
 
-def search_policy(policy: str, overrides: Sequence[str], args, out_dir: Path) -> Capacity:
-    """Bisect one policy's capacity; each probe's run folder is `out_dir/<policy>/rate_<r>`."""
-    from harness.run import run
+def probe_defaults(cfg, overrides: Sequence[str]) -> list[str]:
+    """Overrides the search adds to every probe where the user set none: on the cpu engine a
+    smaller workload; no per-probe table and no progress bar off a terminal (the search prints a
+    line per probe instead)."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    extra = []
+    num_requests = cfg.workload.get("num_requests")
+    if (
+        "workload.num_requests" not in given
+        and isinstance(num_requests, int)
+        and num_requests > CPU_PROBE_NUM_REQUESTS
+        and _resolves_to_cpu(cfg.engine.kind)
+    ):
+        extra.append(f"workload.num_requests={CPU_PROBE_NUM_REQUESTS}")
+    if "logger.print_table" not in given and "print_table" in cfg.logger:
+        extra.append("logger.print_table=false")
+    if "engine.progress" not in given and not sys.stderr.isatty():
+        extra.append("engine.progress=false")  # tqdm's carriage returns garble a log file
+    return extra
 
-    probes: list[Probe] = []
 
-    def probe(rate: float) -> bool:
-        cfg, names = compose([*overrides, f"policy={policy}", f"workload.arrival.rate={rate}"])
-        names["sweep_name"] = out_dir.name
-        folder = out_dir / policy / f"rate_{rate:.4g}"
-        result = run(cfg, folder, names)
-        s = result.summary
-        ok = meets_slo(s, cfg.slo.ttft_s, cfg.slo.tpot_s)
-        probes.append(
-            Probe(
-                rate,
-                ok,
-                s["ttft_s"]["p99"],
-                s["tpot_s"]["p99"],
-                s["output_throughput_tok_s"],
-                str(folder),
-            )
+def _resolves_to_cpu(kind: str) -> bool:
+    if kind != "auto":
+        return kind == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class _SignalWatch:
+    """SIGTERM raises KeyboardInterrupt as Ctrl-C does, and every SIGINT/SIGTERM received is
+    recorded. `run()` turns a signal during serving into a partial result rather than an
+    exception (and swaps in its own SIGTERM handler), so the signal is read from Python's
+    wakeup fd, which sees it whoever's handler runs."""
+
+    def __enter__(self) -> _SignalWatch:
+        self.received: list[int] = []
+        self._old_fd = self._old_term = None
+        try:
+            self._old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        except ValueError:  # not the main thread: nothing to watch
+            return self
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self._old_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
+        return self
+
+    def drain(self) -> list[int]:
+        """The signals received so far (SIGINT, SIGTERM), oldest first."""
+        if self._old_fd is not None:
+            try:
+                while data := self._r.recv(64):
+                    self.received += [s for s in data if s in (signal.SIGINT, signal.SIGTERM)]
+            except BlockingIOError:
+                pass
+        return self.received
+
+    def __exit__(self, *exc) -> bool:
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+        if self._old_fd is not None:
+            self.drain()
+            signal.set_wakeup_fd(self._old_fd)
+            self._r.close()
+            self._w.close()
+        return False
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class Search:
+    """The probes of one search, in order: the progress line per probe, and where the search
+    stands when it is stopped (the probe under way, the policy being bisected)."""
+
+    def __init__(self, overrides: Sequence[str], args, out_dir: Path, policies, signals) -> None:
+        self.overrides, self.args, self.out_dir, self.signals = overrides, args, out_dir, signals
+        self.policies = list(policies)
+        bound = max_probes(args.low, args.high, args.iters, args.rel_tol)
+        self.max_num_probes = len(self.policies) * bound
+        self.num_probes = 0
+        self.results: list[Capacity] = []  # finished policies, then the one being bisected
+        self.under_way: dict | None = None  # the probe running now
+
+    def run_all(self) -> None:
+        for policy in self.policies:
+            self.search_policy(policy)
+
+    def search_policy(self, policy: str) -> Capacity:
+        """Bisect one policy's capacity; each probe's run folder is `out_dir/<policy>/rate_<r>`."""
+        r = Capacity(policy, None, (0.0, math.inf), "incomplete")
+        self.results.append(r)  # listed, as incomplete, from its first probe on
+        r.capacity_req_s, r.bracket, r.status = bisect_capacity(
+            lambda rate: self.probe(r, rate),
+            self.args.low, self.args.high, self.args.iters, self.args.rel_tol,
+        )  # fmt: skip
+        return r
+
+    def head(self) -> str:
+        """The progress line's start for the probe under way."""
+        u = self.under_way
+        return (
+            f"probe {self.num_probes} of at most {self.max_num_probes}: policy {u['policy']}, "
+            f"rate {u['rate']:.4g} req/s ->"
         )
-        print(
-            f"capacity {policy}: rate {rate:.4g} req/s -> {'meets' if ok else 'misses'} the SLO",
-            file=sys.stderr,
+
+    def probe(self, r: Capacity, rate: float) -> bool:
+        """One run at `rate`; pass or miss, or SearchStopped when the run was cut short."""
+        from harness.run import run
+
+        self.num_probes += 1
+        folder = self.out_dir / r.policy / f"rate_{rate:.4g}"
+        self.under_way = {"policy": r.policy, "rate": rate, "run_dir": str(folder)}
+        head = self.head()
+        t0 = time.monotonic()
+        knobs = [f"policy={r.policy}", f"workload.arrival.rate={rate}"]
+        cfg, names = compose([*self.overrides, *knobs])
+        names["sweep_name"] = self.out_dir.name
+        s = run(cfg, folder, names).summary
+        if not s["complete"]:
+            if sigs := self.signals.drain():
+                raise SearchStopped("interrupted", signal.Signals(sigs[0]).name, sigs[0])
+            raise SearchStopped("probe_incomplete", f"the run ended incomplete: {s['error']}")
+        ok = meets_slo(s, cfg.slo.ttft_s, cfg.slo.tpot_s)
+        ttft, tpot = s["ttft_s"]["p99"], s["tpot_s"]["p99"]
+        r.probes.append(Probe(rate, ok, ttft, tpot, s["output_throughput_tok_s"], str(folder)))
+        self.under_way = None
+        lo = max([p.rate for p in r.probes if p.meets_slo], default=0.0)
+        hi = min([p.rate for p in r.probes if not p.meets_slo], default=math.inf)
+        _log(
+            f"{head} {'pass' if ok else 'miss'} (P99 TTFT {_s(ttft)}, P99 TPOT {_s(tpot)}), "
+            f"bracket [{lo:.4g}, {hi:.4g}) req/s, {time.monotonic() - t0:.0f} s"
         )
         return ok
 
-    capacity, bracket, status = bisect_capacity(
-        probe, args.low, args.high, args.iters, args.rel_tol
-    )
-    return Capacity(policy, capacity, bracket, status, probes)
+
+def _s(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
 
 
-def write_outputs(results: list[Capacity], slo: dict, out_dir: Path) -> None:
-    """capacity.json (per policy, with probes), capacity.csv (a row per probe), capacity.png."""
+def _log(line: str) -> None:
+    print(line, flush=True)  # a whole line each time: no carriage returns, readable in a log
+
+
+def write_outputs(
+    results: list[Capacity], slo: dict, out_dir: Path, stopped: dict | None = None,
+    not_searched: Sequence[str] = (),
+) -> None:  # fmt: skip
+    """capacity.json (per policy, with probes), capacity.csv (a row per probe), capacity.png.
+
+    `stopped` (the search was cut short: why, and the probe under way) marks all three
+    incomplete; the plot is left out when no probe finished."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"slo": slo, "policies": [asdict(r) for r in results]}
-    (out_dir / "capacity.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    payload = {
+        "complete": stopped is None,
+        "stopped": stopped,
+        "slo": slo,
+        "policies": [asdict(r) for r in results],
+        "not_searched": list(not_searched),
+    }
+    tmp = out_dir / ".capacity.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, out_dir / "capacity.json")
     rows = [
         {"policy": r.policy, "capacity_req_s": r.capacity_req_s, "status": r.status, **asdict(p)}
         for r in results
         for p in r.probes
     ]
     pd.DataFrame(rows).to_csv(out_dir / "capacity.csv", index=False)
-    plot_capacity(results, slo, out_dir / "capacity.png")
+    plot = out_dir / "capacity.png"
+    plot.unlink(missing_ok=True)  # never leave an earlier search's plot beside these results
+    if rows:
+        title = "Capacity search: P99 latency per probe (dotted: capacity)"
+        if stopped is not None:
+            title = f"INCOMPLETE (stopped: {stopped['message']}). {title}"
+        plot_capacity(results, slo, plot, title)
 
 
-def plot_capacity(results: list[Capacity], slo: dict, path: Path) -> None:
+def plot_capacity(results: list[Capacity], slo: dict, path: Path, title: str) -> None:
     """P99 TTFT and TPOT of every probe against its rate, per policy, with SLO and capacity."""
     import matplotlib
 
@@ -152,11 +328,12 @@ def plot_capacity(results: list[Capacity], slo: dict, path: Path) -> None:
     for i, r in enumerate(results):
         probes = sorted(r.probes, key=lambda p: p.rate)
         rates = [p.rate for p in probes]
-        cap = (
-            f"{r.capacity_req_s:.3g} req/s"
-            if r.capacity_req_s is not None
-            else f"< {r.bracket[1]:g}"
-        )
+        if r.status == "incomplete":
+            cap = "unknown: search cut short"
+        elif r.capacity_req_s is not None:
+            cap = f"{r.capacity_req_s:.3g} req/s"
+        else:
+            cap = f"< {r.bracket[1]:g}"
         for ax, attr in ((axes[0], "p99_ttft_s"), (axes[1], "p99_tpot_s")):
             ys = [
                 getattr(p, attr) * 1e3 if getattr(p, attr) is not None else math.nan for p in probes
@@ -180,7 +357,7 @@ def plot_capacity(results: list[Capacity], slo: dict, path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("Capacity search: P99 latency per probe (dotted: capacity)")
+    fig.suptitle(title, color="red" if title.startswith("INCOMPLETE") else "black")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -196,28 +373,111 @@ def split_policies(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     return policies, rest
 
 
-def main(argv: Sequence[str] | None = None) -> list[Capacity]:
-    parser = argparse.ArgumentParser(prog="python -m harness.capacity", description=__doc__)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every knob's default in --help, but no "(default: None)" where the help says it."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness.config import SloConfig
+
+    slo = SloConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.capacity",
+        description=__doc__,
+        formatter_class=_HelpFormatter,
+        epilog=(
+            "The SLOs are the run config's slo.ttft_s and slo.tpot_s (default "
+            f"{slo.ttft_s} s and {slo.tpot_s} s).\n"
+            "On the cpu engine, unless workload.num_requests is given, each probe serves\n"
+            f"workload.num_requests={CPU_PROBE_NUM_REQUESTS} (a search of minutes, not hours; "
+            "its P99 is near the maximum).\n"
+            "Exit status: 0 done; 130 (SIGINT) or 143 (SIGTERM) interrupted; 1 a probe's run\n"
+            "ended incomplete (stall, device fault). capacity.json says complete: false then."
+        ),
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides; policy=a,b searches each")
     parser.add_argument("--low", type=float, default=1.0, help="lowest rate probed (req/s)")
     parser.add_argument("--high", type=float, default=64.0, help="highest rate probed (req/s)")
     parser.add_argument("--iters", type=int, default=6, help="bisection steps after the bounds")
     parser.add_argument("--rel-tol", type=float, default=0.05, help="stop when hi/lo - 1 <= this")
     parser.add_argument("--out", type=Path, help="default: <results_dir>/capacity_<time>")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> list[Capacity]:
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)  # knobs and overrides in any order
     policies, overrides = split_policies(args.overrides)
     cfg, names = compose(overrides)
     policies = policies or [names["policy_name"]]
+    for policy in policies:  # a typo fails now, not after the policies before it were searched
+        try:
+            compose([*overrides, f"policy={policy}"])
+        except Exception as exc:
+            parser.error(f"policy={policy}: {exc}")
     out = args.out or Path(cfg.results_dir) / f"capacity_{datetime.now():%Y-%m-%d_%H-%M-%S}"
     if cfg.slo.ttft_s is None and cfg.slo.tpot_s is None:
         parser.error("slo.ttft_s and slo.tpot_s are both null: nothing to search against")
-    results = [search_policy(p, overrides, args, out) for p in policies]
+    if not 0 < args.low < args.high:
+        parser.error(f"need 0 < --low < --high, got {args.low} and {args.high}")
+    extra = probe_defaults(cfg, overrides)
     slo = {"ttft_s": cfg.slo.ttft_s, "tpot_s": cfg.slo.tpot_s}
-    write_outputs(results, slo, out)
-    for r in results:
+    stopped = None
+    with _SignalWatch() as signals:
+        search = Search([*overrides, *extra], args, out, policies, signals)
+        _log(
+            f"capacity search: {', '.join(policies)} over [{args.low:g}, {args.high:g}] req/s, "
+            f"at most {search.max_num_probes} probes; SLO P99 TTFT <= {slo['ttft_s']} s, "
+            f"P99 TPOT <= {slo['tpot_s']} s; -> {out}"
+        )
+        if extra:
+            _log(
+                f"the search's own defaults for each probe (set a key to change it): {' '.join(extra)}"
+            )
+        try:
+            search.run_all()
+        except SearchStopped as exc:
+            stopped = exc
+        except KeyboardInterrupt:  # outside a run, or from a run that re-raises it
+            sig = (signals.drain() or [signal.SIGINT])[0]
+            stopped = SearchStopped("interrupted", signal.Signals(sig).name, sig)
+        except Exception as exc:  # a probe that raised: keep what finished, then fail loudly
+            _write_stopped(search, slo, out, SearchStopped("error", f"{type(exc).__name__}: {exc}"))
+            raise
+    if stopped is not None:
+        _write_stopped(search, slo, out, stopped)
+        sys.exit(stopped.exit_code)
+    write_outputs(search.results, slo, out)
+    for r in search.results:
         print(f"{r.policy}: capacity {r.capacity_req_s} req/s ({r.status}, bracket {r.bracket})")
     print(f"results: {out}")
-    return results
+    return search.results
+
+
+def _write_stopped(search: Search, slo: dict, out: Path, stopped: SearchStopped) -> None:
+    """The finished policies, the probes of the one cut short, and why the search stopped."""
+    under_way = search.under_way
+    where = ""
+    if under_way is not None:
+        where = f" during probe {search.num_probes} (policy {under_way['policy']}, "
+        where += f"rate {under_way['rate']:.4g} req/s)"
+    message = f"{stopped.reason.replace('_', ' ')}: {stopped}{where}"
+    if under_way is not None:
+        _log(f"{search.head()} cut short ({stopped.reason.replace('_', ' ')})")
+    record = {
+        "reason": stopped.reason,
+        "signal": signal.Signals(stopped.signum).name if stopped.signum else None,
+        "message": message,
+        "cut_short_probe": under_way,
+    }
+    searched = {r.policy for r in search.results}
+    not_searched = [p for p in search.policies if p not in searched]
+    write_outputs(search.results, slo, out, record, not_searched)
+    print(f"capacity search stopped, {message}; exit {stopped.exit_code}", file=sys.stderr)
+    print(f"partial results (capacity.json: complete false): {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+import harness.run
 from harness.capacity import bisect_capacity, main, split_policies
 from harness.report import load_runs
 
@@ -65,3 +66,12 @@ def test_an_impossible_slo_stops_at_the_low_bound(tmp_path):
     out = tmp_path / "cap"
     (r,) = main([*SMALL, "policy=fcfs", "slo.ttft_s=1e-9", "--low", "50", "--out", str(out)])
     assert (r.status, r.capacity_req_s, len(r.probes)) == ("below_low", None, 1)
+
+
+def test_a_policy_typo_fails_before_any_probe(monkeypatch, capsys):
+    probes = []
+    monkeypatch.setattr(harness.run, "run", lambda *a, **k: probes.append(a))
+    with pytest.raises(SystemExit) as exc:
+        main([*SMALL, "policy=fcfs,no_such_policy"])
+    assert exc.value.code == 2 and probes == []
+    assert "policy=no_such_policy" in capsys.readouterr().err
