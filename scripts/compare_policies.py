@@ -5,8 +5,12 @@
 
 Every argument after the options is a Hydra override applied to each run; `policy=` is set per
 run. A policy may carry its own overrides, `;`-separated, after a colon; its row is labelled
-with them: `--policies 'fcfs,chunked_prefill:policy.long_prefill_token_threshold=256'`. Prints a Markdown table of throughput and P99 latencies, and, with `--baseline`, each
-policy's throughput and P99 E2E as ratios of the baseline's.
+with them: `--policies 'fcfs,chunked_prefill:policy.long_prefill_token_threshold=256'`.
+
+Prints a Markdown table of requests served, rejected and aborted, throughput and P99 latencies,
+the best of each column in bold, and, with `--baseline`, each policy's throughput and P99 E2E as
+ratios of the baseline's. A run that served fewer requests than another of its workload is
+marked † and never in bold; runs of different workloads (fingerprints) are never compared.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from harness.config import register
+from harness.report import best_positions
 from harness.run import run
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-COLUMNS = ("policy", "finished", "preempt", "pad_tok", "out_tok/s", "total_tok/s", "req/s")
+COLUMNS = ("policy", "finished", "rejected", "aborted", "preempt", "pad_tok", "out_tok/s",
+           "total_tok/s", "req/s")  # fmt: skip
 LATENCY_COLUMNS = (("ttft_s", "p50"), ("ttft_s", "p99"), ("itl_s", "p99"), ("e2e_s", "p99"))
+THROUGHPUTS = ("output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s")
 
 
 def run_policy(entry: str, overrides: list[str]) -> dict:
@@ -33,18 +40,113 @@ def run_policy(entry: str, overrides: list[str]) -> dict:
     return {"steps": result.steps, **result.summary}
 
 
+def _ms(s: dict, name: str, p: str) -> float:
+    return 1e3 * (s[name][p] if s[name][p] is not None else float("nan"))
+
+
 def row(policy: str, s: dict) -> list[str]:
     cells = [
         policy,
         f"{s['num_finished']}/{s['num_requests']}",
+        str(s["num_rejected"]),
+        str(s["num_aborted"]),
         str(s["num_preemptions"]),
         str(int(s["steps"]["num_padding_tokens"].sum())) if len(s["steps"]) else "0",
         f"{s['output_throughput_tok_s']:.0f}",
         f"{s['total_throughput_tok_s']:.0f}",
         f"{s['request_throughput_req_s']:.2f}",
     ]
-    cells += [f"{1e3 * (s[name][p] or float('nan')):.0f}" for name, p in LATENCY_COLUMNS]
+    cells += [f"{_ms(s, name, p):.0f}" for name, p in LATENCY_COLUMNS]
     return cells
+
+
+def ranked(s: dict) -> list[tuple[int, float, str]]:
+    """(cell index, value, better) of the columns that get a best: throughputs, latencies."""
+    first = COLUMNS.index("out_tok/s")
+    out = [(first + i, s[key], "max") for i, key in enumerate(THROUGHPUTS)]
+    out += [(len(COLUMNS) + i, _ms(s, n, p), "min") for i, (n, p) in enumerate(LATENCY_COLUMNS)]
+    return out
+
+
+def fingerprint(s: dict) -> str:
+    return s.get("workload_fingerprint") or "unknown"
+
+
+def served_fewer(summaries: dict[str, dict]) -> dict[str, bool]:
+    """Runs that finished fewer requests than another run of the same workload."""
+    most: dict[str, int] = {}
+    for s in summaries.values():
+        most[fingerprint(s)] = max(most.get(fingerprint(s), 0), s["num_finished"])
+    return {p: s["num_finished"] < most[fingerprint(s)] for p, s in summaries.items()}
+
+
+def workload_warning(summaries: dict[str, dict]) -> str | None:
+    """A loud line when the runs did not all serve the same requests (a policy's own override
+    that changed the workload, say)."""
+    fps = {p: fingerprint(s) for p, s in summaries.items()}
+    if len(set(fps.values())) < 2:
+        return None
+    which = ", ".join(f"{p}: {fp[:8]}" for p, fp in fps.items())
+    return (
+        f"WARNING: the runs served different workloads (workload fingerprint {which}); "
+        "runs of different workloads are neither ranked together nor given ratios"
+    )
+
+
+def table(summaries: dict[str, dict]) -> str:
+    """The Markdown table; bold: the best of its column among the runs of one workload that
+    served as many requests as any; † (with a footnote): served fewer, never bold."""
+    short = served_fewer(summaries)
+    rows = {p: row(p, s) for p, s in summaries.items()}
+    for fp in dict.fromkeys(map(fingerprint, summaries.values())):
+        group = [p for p, s in summaries.items() if fingerprint(s) == fp]
+        eligible = [not short[p] for p in group]
+        for k, (cell, _, better) in enumerate(ranked(summaries[group[0]])):
+            values = [ranked(summaries[p])[k][1] for p in group]
+            for pos in best_positions(values, better, eligible):
+                rows[group[pos]][cell] = f"**{rows[group[pos]][cell]}**"
+    notes = []
+    for p, s in summaries.items():
+        if short[p]:
+            notes.append(f"†{len(notes) + 1} {p}: served {s['num_finished']}/{s['num_requests']}"
+                         f" ({s['num_rejected']} rejected, {s['num_aborted']} aborted); another"
+                         " run of this workload served more: never in bold.")  # fmt: skip
+            rows[p][0] += f" †{len(notes)}"
+    header = [*COLUMNS, *(f"{n.removesuffix('_s')} {p} ms" for n, p in LATENCY_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows.values()]
+    return "\n".join([*lines, "", *notes]).rstrip()
+
+
+def _ratio(value: float, base: float) -> float:
+    return value / base if base else float("nan")  # a baseline that served nothing: no ratio
+
+
+def ratios(summaries: dict[str, dict], baseline: str) -> str:
+    """Throughput and P99 E2E of each run over the baseline's, flagged (†) where the two served
+    different numbers of requests; none across different workloads."""
+    base = summaries[baseline]
+    lines = [
+        f"| policy | throughput / {baseline} | P99 E2E / {baseline} | served |",
+        "|---|---|---|---|",
+    ]
+    for policy, s in summaries.items():
+        served = f"{s['num_finished']}/{s['num_requests']}"
+        if fingerprint(s) != fingerprint(base):
+            why = f"different workload ({fingerprint(s)[:8]} vs {fingerprint(base)[:8]}): no ratio"
+            lines.append(f"| {policy} | n/a | n/a | {why} |")
+            continue
+        tput = _ratio(s["output_throughput_tok_s"], base["output_throughput_tok_s"])
+        e2e = _ratio(_ms(s, "e2e_s", "p99"), _ms(base, "e2e_s", "p99"))
+        flag, note = "", served
+        if s["num_finished"] != base["num_finished"]:
+            flag = " †"
+            note = f"{served} vs {baseline} {base['num_finished']}/{base['num_requests']}: " \
+                "not the same requests served"  # fmt: skip
+        lines.append(
+            f"| {policy}{flag} | {tput:.2f}x | {e2e:.2f} ({(1 - e2e) * 100:.0f}% lower) | {note} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -56,19 +158,12 @@ def main() -> None:
     register()
     overrides = ["logger=none", "engine.progress=false", *overrides]
     summaries = {p: run_policy(p, overrides) for p in args.policies.split(",")}
-    header = [*COLUMNS, *(f"{n.removesuffix('_s')} {p} ms" for n, p in LATENCY_COLUMNS)]
-    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for policy, s in summaries.items():
-        print("| " + " | ".join(row(policy, s)) + " |")
+    warning = workload_warning(summaries)
+    if warning:
+        print(f"\n{warning}")
+    print(f"\n{table(summaries)}")
     if args.baseline:
-        base = summaries[args.baseline]
-        print(
-            f"\n| policy | throughput / {args.baseline} | P99 E2E / {args.baseline} |\n|---|---|---|"
-        )
-        for policy, s in summaries.items():
-            tput = s["output_throughput_tok_s"] / base["output_throughput_tok_s"]
-            e2e = s["e2e_s"]["p99"] / base["e2e_s"]["p99"]
-            print(f"| {policy} | {tput:.2f}x | {e2e:.2f} ({(1 - e2e) * 100:.0f}% lower) |")
+        print(f"\n{ratios(summaries, args.baseline)}")
 
 
 if __name__ == "__main__":
