@@ -59,6 +59,7 @@ class _InFlight:
     host_done_s: float
     num_decode: int
     num_padding_tokens: int
+    device_time_s: float | None = None  # set from the clock's model under a virtual clock
 
 
 class Engine:
@@ -86,7 +87,10 @@ class Engine:
         self.swapped: dict[str, Request] = {}
         self.num_steps = 0
         self.num_done = 0  # finished + rejected + aborted
-        self.pipelined = pipelined
+        # Pipelining only pays where the device runs while the host prepares the next step; on
+        # an executor whose launch computes synchronously (cpu) it would only delay every
+        # token's stamp by one step, so it is off there whatever was asked.
+        self.pipelined = pipelined and bool(getattr(executor, "overlaps_host", False))
         self._inflight: list[_InFlight] = []  # launched steps, oldest first
         self._last_end_s = 0.0
 
@@ -107,21 +111,21 @@ class Engine:
         return request
 
     def _rejection_reason(self, r: Request) -> str:
+        """Why `r` can never be served, or "". Every reason depends on the model and the KV
+        cache only, never on the policy: every policy of a comparison serves the same requests.
+        A reason starts with its kind (`max_model_len: ...`) so reasons can be counted."""
         lim = self.limits
         total = r.num_prompt_tokens + r.spec.max_output_tokens
         if r.num_prompt_tokens < 1 or r.spec.max_output_tokens < 1:
-            return "empty prompt or max_output_tokens < 1"
+            return "empty: empty prompt or max_output_tokens < 1"
         if total > lim.max_model_len:
-            return f"prompt + max output = {total} tokens > max_model_len={lim.max_model_len}"
+            return (
+                f"max_model_len: prompt + max output = {total} tokens > "
+                f"max_model_len={lim.max_model_len}"
+            )
         need = self.kv.num_blocks_for(r.max_num_tokens)
         if need > self.kv.gpu.num_blocks:
-            return f"needs {need} KV blocks, the cache has {self.kv.gpu.num_blocks} in all"
-        if not self.policy.chunks_prefills and r.max_num_tokens > lim.max_num_batched_tokens:
-            return (
-                f"{r.max_num_tokens} tokens to (re)compute in one step > "
-                f"max_num_batched_tokens={lim.max_num_batched_tokens} ({self.policy.name} "
-                "does not split prompts)"
-            )
+            return f"kv_capacity: needs {need} KV blocks, the cache has {self.kv.gpu.num_blocks}"
         return ""
 
     @property
@@ -197,7 +201,9 @@ class Engine:
             f = self._inflight[0]
             sampled = f.handle.result()  # may raise (a device fault): the step stays in flight
             self._inflight.pop(0)
-            self.clock.advance_step(f.batch)
+            modelled = self.clock.advance_step(f.batch)  # a virtual clock's cost, or None
+            if modelled is not None:
+                f.device_time_s = modelled
             end_s = self.clock.now()
             for (r, index), token in zip(f.sampled_rows, sampled.tolist(), strict=True):
                 r.output_ids[index] = token
@@ -254,12 +260,7 @@ class Engine:
             raise self._fail("padding", "each row needs 1 <= num_tokens <= context_len")
         if any(p.context_len > self.limits.max_model_len for p in d.padding):
             raise self._fail("padding", f"context_len > max_model_len={self.limits.max_model_len}")
-        total = sum(d.num_scheduled_tokens.values()) + d.num_padding_tokens
-        if total > self.limits.max_num_batched_tokens:
-            raise self._fail(
-                "budget.max_num_batched_tokens",
-                f"{total} tokens > {self.limits.max_num_batched_tokens}",
-            )
+        self._check_token_budget(d)
         admitted = 0
         need_blocks = sum(len(self.kv.cpu_block_tables[rid]) for rid in d.swap_in)
         rows = []
@@ -306,6 +307,23 @@ class Engine:
                 "CPU swap blocks", f"needs {swap_blocks}, {self.kv.cpu.num_free_blocks} free"
             )
         return rows
+
+    def _check_token_budget(self, d: Decision) -> None:
+        """A step stays within `max_num_batched_tokens`, with two exceptions that keep every
+        request servable by every policy: a policy that is not bound by the budget (static
+        batching: its padded batch is one pass, bounded by memory), and one request's whole
+        remaining computation run alone, which a policy that does not split prompts needs for a
+        prompt longer than the budget."""
+        total = sum(d.num_scheduled_tokens.values()) + d.num_padding_tokens
+        budget = self.limits.max_num_batched_tokens
+        if total <= budget or not self.policy.bounded_by_token_budget:
+            return
+        if len(d.num_scheduled_tokens) == 1 and not d.padding:
+            ((rid, n),) = d.num_scheduled_tokens.items()
+            r = self.requests.get(rid)
+            if r is not None and n == r.num_uncomputed_tokens:
+                return
+        raise self._fail("budget.max_num_batched_tokens", f"{total} tokens > {budget}")
 
     def _apply(self, d: Decision) -> _Applied:
         rows = self._validate(d)
@@ -460,7 +478,9 @@ class Engine:
             # pipelined steps overlap: a step's duration is what it added to the wall time
             duration_s=end_s - max(f.start_s, self._last_end_s),
             host_time_s=f.host_done_s - f.start_s,
-            device_time_s=getattr(f.handle, "device_time_s", None),
+            device_time_s=f.device_time_s
+            if f.device_time_s is not None
+            else getattr(f.handle, "device_time_s", None),
             num_prefill_tokens=num_tokens - f.num_decode,
             num_decode_tokens=f.num_decode,
             num_padding_tokens=f.num_padding_tokens,

@@ -108,8 +108,14 @@ def summarize(
     complete: bool = True,
     error: str | None = None,
     starvation_threshold: int | None = None,
+    num_gpu_blocks: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    workload_fingerprint: str | None = None,
+    workload_stats: dict | None = None,
 ) -> dict:
-    """The run's summary.json (see DESIGN.md, "Results of a run")."""
+    """The run's summary.json (see DESIGN.md, "Results of a run"). `num_gpu_blocks` gives the KV
+    usage fractions, `max_num_batched_tokens` (None for a policy not bound by it) the count of
+    oversized steps; the fingerprint and the workload's clipping counts are passed through."""
     slo = slo or {}
     status = requests_df["status"] if len(requests_df) else pd.Series(dtype=str)
     done = requests_df[status == RequestStatus.FINISHED.value]
@@ -144,7 +150,53 @@ def summarize(
         if len(steps_df)
         else 0,
     }
+    summary.update(utilisation(steps_df, duration, num_gpu_blocks, max_num_batched_tokens))
+    summary["rejection_reasons"] = rejection_reasons(requests_df)
+    stats = workload_stats or {}
+    summary["num_clipped"] = int(stats.get("num_clipped", 0) or 0)
+    summary["num_dropped"] = int(stats.get("num_dropped", 0) or 0)
+    summary["workload_fingerprint"] = workload_fingerprint
     for name in LATENCIES:
         values = inter_token_latencies(done) if name == "itl_s" else done[name].to_numpy()
         summary[name] = latency_stats(values)
     return summary
+
+
+def utilisation(
+    steps_df: pd.DataFrame,
+    duration_s: float,
+    num_gpu_blocks: int | None,
+    max_num_batched_tokens: int | None,
+) -> dict:
+    """How busy the device was and how full the KV cache: `busy_share` (device time, or the
+    cpu's compute time, over the makespan), `useful_token_share` (request tokens over all tokens
+    computed, padding included), `kv_usage_mean` (weighted by step duration) and
+    `kv_usage_peak` (fractions of the KV blocks), and steps over the token budget."""
+    out = {"busy_share": None, "useful_token_share": None, "kv_usage_mean": None,
+           "kv_usage_peak": None, "num_oversized_steps": 0}  # fmt: skip
+    if not len(steps_df) or "num_prefill_tokens" not in steps_df:
+        return out
+    device = pd.to_numeric(steps_df.get("device_time_s", pd.Series(dtype=float)), errors="coerce")
+    if duration_s > 0 and device.notna().any():
+        out["busy_share"] = float(device.sum() / duration_s)
+    useful = steps_df["num_prefill_tokens"] + steps_df["num_decode_tokens"]
+    computed = float(useful.sum() + steps_df["num_padding_tokens"].sum())
+    if computed > 0:
+        out["useful_token_share"] = float(useful.sum()) / computed
+    if num_gpu_blocks:
+        usage = steps_df["num_kv_blocks_used"].to_numpy(np.float64) / num_gpu_blocks
+        weights = steps_df["duration_s"].to_numpy(np.float64)
+        mean = np.average(usage, weights=weights) if weights.sum() > 0 else usage.mean()
+        out["kv_usage_mean"], out["kv_usage_peak"] = float(mean), float(usage.max())
+    if max_num_batched_tokens is not None:
+        out["num_oversized_steps"] = int((useful > max_num_batched_tokens).sum())
+    return out
+
+
+def rejection_reasons(requests_df: pd.DataFrame) -> dict[str, int]:
+    """Rejected requests counted by the kind of reason (the text before the first colon)."""
+    if not len(requests_df):
+        return {}
+    reasons = requests_df.loc[requests_df["status"] == RequestStatus.REJECTED.value, "reason"]
+    kinds = reasons.astype(str).str.split(":", n=1).str[0]
+    return {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()}

@@ -28,8 +28,10 @@ def format_summary(summary: dict) -> str:
         f"throughput: {s['output_throughput_tok_s']:.1f} output tok/s, "
         f"{s['total_throughput_tok_s']:.1f} total tok/s, {s['request_throughput_req_s']:.2f} req/s, "
         f"goodput {s['goodput_req_s']:.2f} req/s",
+        _utilisation_line(s),
         f"{'latency (ms)':<12}{'mean':>10}{'P50':>10}{'P90':>10}{'P99':>10}{'P99.9':>10}",
     ]
+    lines[1:1] = _notes(s)
     if s.get("num_starved"):
         lines.append(
             f"WARNING: {s['num_starved']} requests were preempted repeatedly (starving; see num_preemptions in requests.parquet)"
@@ -40,6 +42,37 @@ def format_summary(summary: dict) -> str:
             f"{label:<12}" + "".join(_ms(st[k]) for k in ("mean", "p50", "p90", "p99", "p999"))
         )
     return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def _utilisation_line(s: dict) -> str:
+    return (
+        f"utilisation: busy {_pct(s.get('busy_share'))}, useful tokens "
+        f"{_pct(s.get('useful_token_share'))}, KV mean {_pct(s.get('kv_usage_mean'))} / peak "
+        f"{_pct(s.get('kv_usage_peak'))}"
+    )
+
+
+def _notes(s: dict) -> list[str]:
+    """Why requests were rejected, what the workload clipped, steps over the token budget."""
+    notes = []
+    reasons = s.get("rejection_reasons") or {}
+    if reasons:
+        counts = ", ".join(f"{n} {kind}" for kind, n in reasons.items())
+        notes.append(f"rejected: {counts} (reasons in requests.parquet)")
+    if s.get("num_clipped"):
+        notes.append(f"workload: {s['num_clipped']} prompts truncated to max_model_len")
+    if s.get("num_dropped"):
+        notes.append(f"workload: {s['num_dropped']} requests dropped (longer than max_model_len)")
+    if s.get("num_oversized_steps"):
+        notes.append(
+            f"{s['num_oversized_steps']} steps ran one whole prompt longer than "
+            "budget.max_num_batched_tokens alone (the policy does not split prompts)"
+        )
+    return notes
 
 
 def print_summary(summary: dict, output_dir: Path | None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+from array import array
 from dataclasses import dataclass, field
 
 
@@ -93,3 +95,17 @@ class Request:
         if start >= n:
             return self.output_ids[start - n : stop - n]
         return list(self.spec.prompt_ids[start:]) + self.output_ids[: stop - n]
+
+
+def workload_fingerprint(specs) -> str:
+    """A short hash of the request specs (ids, arrival times, prompt ids, output lengths, tenant,
+    priority), order-independent: two runs with the same fingerprint served the same requests."""
+    digest = hashlib.sha256()
+    for s in sorted(specs, key=lambda s: s.request_id):
+        digest.update(
+            repr(
+                (s.request_id, float(s.arrival_s), s.max_output_tokens, s.tenant, s.priority)
+            ).encode()
+        )
+        digest.update(array("q", s.prompt_ids).tobytes())
+    return digest.hexdigest()[:16]

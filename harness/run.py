@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from harness.config import ConfigError, validate
 from harness.engine import DecisionError, Engine, Limits, StallError
@@ -23,6 +23,7 @@ from harness.kv_cache import KVCacheManager
 from harness.metrics import Recorder, requests_frame, summarize
 from harness.models.config import ModelArgs, preset_args
 from harness.models.loader import args_from_hf_config, build_model
+from harness.request import workload_fingerprint
 from harness.serve import VirtualClock, WallClock, serve
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -66,8 +67,34 @@ def model_args(cfg: DictConfig, device: torch.device) -> tuple[str, ModelArgs]:
         raise ConfigError(str(exc)) from None
 
 
+DEFAULT_BATCHED_TOKENS = 2048  # vLLM's default step budget with chunked prefill
+
+
+def resolve_token_budget(cfg: DictConfig, policy, specs, max_model_len: int) -> int:
+    """`budget.max_num_batched_tokens`, or its default when unset (null).
+
+    A policy that chunks prompts gets 2048 (vLLM's default). One that computes prompts whole
+    gets vLLM's rule when chunking is off, max(2048, max_model_len), with max_model_len taken
+    as the longest sequence this workload can reach: every request then fits a step, as in vLLM,
+    and the activations are not sized for lengths no request reaches. An explicit value is
+    honoured as given; a whole prompt longer than it then runs alone in its own step."""
+    given = cfg.budget.max_num_batched_tokens
+    if given is not None:
+        return int(given)
+    if policy.chunks_prefills or not policy.bounded_by_token_budget:
+        return DEFAULT_BATCHED_TOKENS
+    longest = max((s.num_prompt_tokens + s.max_output_tokens - 1 for s in specs), default=0)
+    return max(DEFAULT_BATCHED_TOKENS, min(longest, max_model_len))
+
+
 def _num_blocks(
-    cfg: DictConfig, device, dtype, args: ModelArgs, runner_model, max_model_len: int
+    cfg: DictConfig,
+    device,
+    dtype,
+    args: ModelArgs,
+    runner_model,
+    max_model_len: int,
+    max_num_batched_tokens: int,
 ) -> tuple[int, int]:
     """KV blocks on the device and in the host swap pool, from the budget or from memory."""
     b, e = cfg.budget, cfg.engine
@@ -87,7 +114,7 @@ def _num_blocks(
             profile = (runner_model, _backend(device))
             limits = (b.block_size, max_model_len)
             sampling = (e.temperature, e.top_p)
-            tokens = max(b.max_num_batched_tokens, b.max_num_seqs)
+            tokens = max(max_num_batched_tokens, b.max_num_seqs)
             act = peak_step_bytes(*profile, tokens, b.max_num_seqs, *limits, *sampling)
             act += peak_step_bytes(*profile, b.max_num_seqs, b.max_num_seqs, b.block_size, 1,
                                    *sampling)  # fmt: skip
@@ -141,6 +168,7 @@ def run(
         )
     workload_stats = json.loads(json.dumps(getattr(workload, "stats", {}), default=str))
 
+    budget = resolve_token_budget(cfg, policy, specs, max_model_len)
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)
     elif device.type == "cpu" and preset == "tiny" and not cfg.model.path:
@@ -148,17 +176,20 @@ def run(
     torch.manual_seed(cfg.seed)
     if model is None:
         model = build_model(preset, cfg.model.path, device, dtype, seed=cfg.model.seed)
-    num_gpu_blocks, num_cpu_blocks = _num_blocks(cfg, device, dtype, args, model, max_model_len)
+    num_gpu_blocks, num_cpu_blocks = _num_blocks(
+        cfg, device, dtype, args, model, max_model_len, budget
+    )
+    # On cuda the activations were measured for a step of this many tokens; a larger one (static
+    # batching's padded pass, a whole prompt beyond the budget) runs as several forward passes.
+    max_forward = max(budget, cfg.budget.max_num_seqs) if device.type == "cuda" else None
     executor = ModelRunner(
         model, num_gpu_blocks, num_cpu_blocks, cfg.budget.block_size,
         backend=_backend(device), seed=cfg.seed, cuda_graphs=not cfg.engine.enforce_eager,
         max_num_seqs=cfg.budget.max_num_seqs, max_model_len=max_model_len,
+        max_forward_tokens=max_forward,
     )  # fmt: skip
     kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
-    limits = Limits(
-        cfg.budget.max_num_batched_tokens, cfg.budget.max_num_seqs, max_model_len,
-        cfg.engine.starvation_threshold,
-    )  # fmt: skip
+    limits = Limits(budget, cfg.budget.max_num_seqs, max_model_len, cfg.engine.starvation_threshold)
     clock = WallClock() if cfg.engine.clock == "wall" else VirtualClock(**cfg.engine.virtual_cost)
     recorder = Recorder()
     engine = Engine(
@@ -167,14 +198,23 @@ def run(
         pipelined=cfg.engine.async_scheduling,
     )  # fmt: skip
 
+    fingerprint = workload_fingerprint(specs)
     resolved = {
         "device": str(device), "model_preset": preset if not cfg.model.path else "hf",
         "dtype": dtype_name, "num_gpu_blocks": num_gpu_blocks, "num_cpu_blocks": num_cpu_blocks,
-        "max_model_len": max_model_len, "workload_stats": workload_stats, **names,
+        "max_model_len": max_model_len, "max_num_batched_tokens": budget,
+        "max_num_batched_tokens_given": cfg.budget.max_num_batched_tokens is not None,
+        "async_scheduling": engine.pipelined, "workload_fingerprint": fingerprint,
+        "workload_stats": workload_stats, **names,
     }  # fmt: skip
+    cfg = cfg.copy()
+    with open_dict(cfg):  # the run folder's config shows the budget the run really had
+        cfg.budget.max_num_batched_tokens = budget
     logger.start(cfg, resolved, output_dir)
     complete, error = True, None
     with _interrupts_as_keyboard_interrupt():
+        # Time 0 of every latency: after the model, the executor and the logger are up.
+        clock.start()
         try:
             serve(engine, specs, clock, progress=cfg.engine.progress)
         except KeyboardInterrupt:
@@ -195,7 +235,9 @@ def run(
     slo = OmegaConf.to_container(cfg.slo)
     summary = summarize(
         requests_df, steps_df, slo, complete=complete, error=error,
-        starvation_threshold=cfg.engine.starvation_threshold,
+        starvation_threshold=cfg.engine.starvation_threshold, num_gpu_blocks=num_gpu_blocks,
+        max_num_batched_tokens=budget if policy.bounded_by_token_budget else None,
+        workload_fingerprint=fingerprint, workload_stats=workload_stats,
     )  # fmt: skip
     logger.finish(summary, requests_df, steps_df)
     result = RunResult(summary, requests_df, steps_df, output_dir, resolved)

@@ -99,10 +99,13 @@ class Decision:
 class Policy(ABC):
     """An iteration-level scheduling policy. `schedule` must not mutate anything it is given."""
 
-    #: Whether the policy may split a prompt over several steps. A policy that does not needs
-    #: every request's prompt + outputs (what a recompute processes) to fit one step's budget;
-    #: the engine rejects at arrival a request that never could.
+    #: Whether the policy may split a prompt over several steps. One that does not computes a
+    #: prompt (or a recompute) whole: if that is longer than `max_num_batched_tokens`, the engine
+    #: lets it run alone in a step of its own (counted as an oversized step), never rejects it.
     chunks_prefills: bool = False
+    #: Whether steps are bound by `max_num_batched_tokens`. Static batching is not: a static
+    #: engine runs its whole padded batch in one pass, bounded by memory (the KV blocks).
+    bounded_by_token_budget: bool = True
 
     @property
     def name(self) -> str:

@@ -1,15 +1,17 @@
-"""Static (request-level) batching: the strawman continuous batching is measured against
-(FasterTransformer / `model.generate` on a padded batch).
+"""Static (request-level) batching: the baseline continuous batching is measured against, as a
+static engine runs it (Hugging Face `generate` on a padded batch, FasterTransformer).
 
 Rule: a batch of up to `batch_size` requests (default and cap: `max_num_seqs`) forms, in arrival
-order, only when the previous batch has completely finished. It takes requests while all prompts
-padded to the batch's longest fit one step (`max_num_batched_tokens`) and KV for every slot at
-the batch's maximum length (longest prompt + longest output) fits the free blocks, as a static
-engine reserves its [batch, max_len] cache up front; so it never preempts. The prefill step
-computes every prompt plus a `Padding` row for its gap to the longest; then every step each live
-request decodes one token and each finished slot runs a one-token `Padding` row at the batch's
-current length, until the batch's longest output ends. The engine executes the padding for real.
-Not modelled: a live row's attention reads its own context, not the padded one.
+order, only when the previous batch has completely finished. Its limit is memory, not a per-step
+token budget: it takes requests while KV for every slot at the batch's maximum length (longest
+prompt + longest output) fits the free blocks, as a static engine reserves its [batch, max_len]
+cache up front; so it never preempts (and never recomputes). The prefill is one pass over every
+prompt plus a `Padding` row for its gap to the longest, however many tokens that is
+(`max_num_batched_tokens` does not apply; the executor splits the pass into several device calls
+only if its activation memory demands, the batch still starting and ending together). Then every
+step each live request decodes one token and each finished slot runs a one-token `Padding` row at
+the batch's current length, until the batch's longest output ends. The engine executes the
+padding for real. Not modelled: a live row's attention reads its own context, not the padded one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class _Batch:
 class StaticPolicy(Policy):
     """One padded batch at a time; no request joins or leaves it early."""
 
+    bounded_by_token_budget = False  # one padded pass per batch, bounded by memory
+
     def __init__(self, batch_size: int | None = None) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or null, got {batch_size}")
@@ -46,7 +50,8 @@ class StaticPolicy(Policy):
         return self._prefill_batch(members)
 
     def _admit_waiting(self, view: SchedulerView) -> list[RequestView]:
-        """The next batch: waiting requests in arrival order while the padded batch fits."""
+        """The next batch: waiting requests in arrival order while KV for every slot at the
+        batch's maximum length fits the free blocks."""
         limit = min(self.batch_size or view.max_num_seqs, view.max_num_seqs)
         max_len = view.max_model_len or float("inf")
         members: list[RequestView] = []
@@ -55,7 +60,7 @@ class StaticPolicy(Policy):
             p, o = max(prompt_len, r.num_tokens), max(output_len, r.max_output_tokens)
             n, seq_len = len(members) + 1, p + o - 1  # the last output token is never stored
             blocks_per_slot = -(-seq_len // view.block_size)
-            if n * p > view.max_num_batched_tokens or seq_len > max_len:
+            if seq_len > max_len:
                 break
             if n * blocks_per_slot > view.num_free_blocks:
                 break

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
-from harness.executors.base import Batch
+from harness.executors.base import Batch, split_batch
 from harness.executors.cuda_graphs import DecodeGraphs
 from harness.models.attention import AttentionMetadata, TorchAttention
 from harness.models.llama import LlamaModel
@@ -84,8 +86,13 @@ class ModelRunner:
         cuda_graphs: bool = False,
         max_num_seqs: int = 256,
         max_model_len: int | None = None,
+        max_forward_tokens: int | None = None,
     ) -> None:
         self.model = model
+        # A batch with more tokens than this (static batching's padded pass, a whole prompt
+        # longer than the step budget) runs as several forward passes within one step, so its
+        # activations never exceed what the KV cache sizing measured (None: no limit).
+        self.max_forward_tokens = max_forward_tokens
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.backend = backend or TorchAttention()
@@ -100,6 +107,9 @@ class ModelRunner:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.staging = Staging(self.device)
         self._events = self.device.type == "cuda"  # time each step on the device
+        # Only a cuda launch returns before the step is computed, so only there can the engine
+        # prepare step n+1 while step n runs (on the cpu a launch computes synchronously).
+        self.overlaps_host = self.device.type == "cuda"
         self.graphs = None
         self._warmup(block_size, max_model_len or model.args.max_position_embeddings)
         if cuda_graphs and self.device.type == "cuda":
@@ -150,6 +160,29 @@ class ModelRunner:
         if self._events:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+        t0 = time.perf_counter()
+        pieces = [
+            self._forward_and_sample(piece, feed_from)
+            for piece in split_batch(batch, self.max_forward_tokens)
+        ]
+        pieces = [p for p in pieces if p is not None]
+        if not pieces:
+            sampled = torch.empty(0, dtype=torch.long, device=self.device)
+        else:
+            sampled = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        if self.device.type != "cuda":
+            handle = StepHandle(sampled, None, None, sampled)
+            handle.device_time_s = time.perf_counter() - t0  # the cpu's compute time
+            return handle
+        host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=True)
+        host.copy_(sampled, non_blocking=True)
+        end.record()
+        return StepHandle(host, start, end, sampled)
+
+    def _forward_and_sample(
+        self, batch: Batch, feed_from: StepHandle | None
+    ) -> torch.Tensor | None:
+        """One forward pass and the sampling of its `logits_indices` rows (None: none)."""
         feed = batch.feed is not None and feed_from is not None and batch.feed.max() >= 0
         t = self.staging.stage(batch, feed)  # every host array in one copy
         if feed:
@@ -160,14 +193,8 @@ class ModelRunner:
         else:
             logits = self._eager_logits(batch, t)
         if logits is None:
-            return StepHandle(torch.empty(0, dtype=torch.long), None, None)
-        sampled = sample(logits, batch.temperature, batch.top_p, self.generator)
-        if self.device.type != "cuda":
-            return StepHandle(sampled, None, None, sampled)
-        host = torch.empty(sampled.shape, dtype=sampled.dtype, pin_memory=True)
-        host.copy_(sampled, non_blocking=True)
-        end.record()
-        return StepHandle(host, start, end, sampled)
+            return None
+        return sample(logits, batch.temperature, batch.top_p, self.generator)
 
     def _use_graph(self, batch: Batch) -> bool:
         return (

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness.metrics import requests_frame, summarize
+from harness.metrics import rejection_reasons, requests_frame, summarize, utilisation
 from harness.request import Request, RequestSpec, RequestStatus
 
 
@@ -62,3 +62,30 @@ def test_starved_requests_are_counted():
     s = summarize(requests_frame([a, b]), _steps(1), starvation_threshold=8)
     assert s["num_starved"] == 1 and s["num_preemptions"] == 15
     assert summarize(requests_frame([a, b]), _steps(1))["num_starved"] == 0
+
+
+def test_utilisation_figures_from_the_step_records():
+    steps = pd.DataFrame({
+        "duration_s": [1.0, 3.0], "device_time_s": [0.5, 2.5],
+        "num_prefill_tokens": [90, 0], "num_decode_tokens": [0, 10],
+        "num_padding_tokens": [30, 70], "num_kv_blocks_used": [20, 60],
+    })  # fmt: skip
+    u = utilisation(steps, duration_s=6.0, num_gpu_blocks=80, max_num_batched_tokens=64)
+    assert u["busy_share"] == pytest.approx(3.0 / 6.0)
+    assert u["useful_token_share"] == pytest.approx(100 / 200)
+    assert u["kv_usage_peak"] == pytest.approx(0.75)
+    assert u["kv_usage_mean"] == pytest.approx((0.25 * 1 + 0.75 * 3) / 4)  # time-weighted
+    assert u["num_oversized_steps"] == 1
+    assert utilisation(steps, 6.0, None, None)["kv_usage_mean"] is None
+
+
+def test_rejections_are_counted_by_kind():
+    reqs = [
+        _req("a", 0.0, [], status=RequestStatus.REJECTED),
+        _req("b", 0.0, [], status=RequestStatus.REJECTED),
+        _req("c", 0.0, [], status=RequestStatus.REJECTED),
+    ]
+    reqs[0].reason = "max_model_len: prompt + max output = 5000 tokens > max_model_len=4096"
+    reqs[1].reason = "max_model_len: prompt + max output = 4200 tokens > max_model_len=4096"
+    reqs[2].reason = "kv_capacity: needs 90 KV blocks, the cache has 64"
+    assert rejection_reasons(requests_frame(reqs)) == {"kv_capacity": 1, "max_model_len": 2}

@@ -148,16 +148,20 @@ def views(draw, fresh: bool = False):
     )  # fmt: skip
 
 
-def check_decision(view: SchedulerView, d) -> None:
-    """The engine's rules, restated independently of engine.py."""
+def check_decision(view: SchedulerView, d, bounded_by_token_budget: bool = True) -> None:
+    """The engine's rules, restated independently of engine.py. The token budget binds every
+    step but one request's whole remaining computation run alone (a prompt longer than the
+    budget under a policy that does not split prompts), and binds no static batch."""
     running = {r.request_id: r for r in view.running}
     waiting = {r.request_id: r for r in view.waiting}
     swapped = {r.request_id: r for r in view.swapped}
     assert set(d.preempt) <= set(running) and not set(d.preempt) & set(d.num_scheduled_tokens)
     assert set(d.swap_in) <= set(swapped)
-    assert (
-        sum(d.num_scheduled_tokens.values()) + d.num_padding_tokens <= view.max_num_batched_tokens
-    )
+    total = sum(d.num_scheduled_tokens.values()) + d.num_padding_tokens
+    if bounded_by_token_budget and total > view.max_num_batched_tokens:
+        ((rid, n),) = d.num_scheduled_tokens.items()  # alone: exactly one request
+        r = running.get(rid) or waiting.get(rid) or swapped.get(rid)
+        assert not d.padding and n == r.num_uncomputed_tokens > view.max_num_batched_tokens
     need, admitted = 0, 0
     for rid, n in d.num_scheduled_tokens.items():
         r = running.get(rid) or waiting.get(rid) or (swapped.get(rid) if rid in d.swap_in else None)
@@ -179,4 +183,4 @@ def test_policy_decisions_are_valid_on_random_views(policy_file, data):
     # Static batching remembers the batch it started: a fresh instance can only face a view with
     # nothing in flight (it checks the running set against that memory and raises otherwise).
     view = data.draw(views(fresh=policy_file.stem == "static"))
-    check_decision(view, policy.schedule(view))
+    check_decision(view, policy.schedule(view), policy.bounded_by_token_budget)

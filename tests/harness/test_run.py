@@ -31,7 +31,15 @@ def test_run_folder_is_complete_and_reconciles(compose_cfg, tmp_path, capsys):
     assert (steps["num_prefill_tokens"] + steps["num_decode_tokens"] <= 2048).all()
     assert (steps["num_kv_blocks_used"] <= 40).all()
     # The summary on disk is exactly what the records give.
-    again = summarize(requests, steps, {"ttft_s": 2.0, "tpot_s": 0.1})
+    again = summarize(
+        requests,
+        steps,
+        {"ttft_s": 2.0, "tpot_s": 0.1},
+        num_gpu_blocks=40,
+        max_num_batched_tokens=2048,
+        workload_fingerprint=summary["workload_fingerprint"],
+        workload_stats=result.resolved["workload_stats"],
+    )
     assert again == summary
     done = requests[requests.status == "finished"]
     assert (done["output_tokens"] == done["max_output_tokens"]).all()
