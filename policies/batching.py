@@ -5,7 +5,7 @@ back in and admit waiting ones. Each policy file composes them in its own order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 
 from policies.base import Decision, Padding, Preemption, RequestView, SchedulerView
 
@@ -18,13 +18,18 @@ def by_importance(request: RequestView) -> tuple:
     return (-request.priority, request.arrival_s, request.request_id)
 
 
-def pick_victim(candidates: Iterable[RequestView], protect_at: int | None = None) -> RequestView:
-    """The request to preempt: lowest priority, then latest arrival. Requests already preempted
-    `protect_at` times or more (starving) are chosen only when no other candidate is left."""
+def pick_victim(
+    candidates: Iterable[RequestView],
+    protect_at: int | None = None,
+    first: Container[str] = (),
+) -> RequestView:
+    """The request to preempt: lowest priority, then latest arrival; requests whose ids are in
+    `first` before all others. Requests already preempted `protect_at` times or more (starving)
+    are chosen only when no other candidate is left."""
 
     def key(r: RequestView) -> tuple:
         starving = protect_at is not None and r.num_preemptions >= protect_at
-        return (not starving, by_importance(r))
+        return (not starving, r.request_id in first, by_importance(r))
 
     return max(candidates, key=key)
 
@@ -91,12 +96,21 @@ def whole(plan: StepPlan, request: RequestView) -> int:
 
 
 def schedule_running(
-    plan: StepPlan, running: Iterable[RequestView], tokens: TokensFn, chunked: bool = False
+    plan: StepPlan,
+    running: Iterable[RequestView],
+    tokens: TokensFn,
+    chunked: bool = False,
+    victims: Iterable[RequestView] = (),
+    wait: bool = False,
 ) -> None:
     """Schedule `running` in the given order, `tokens(plan, r)` each (`chunked`: fewer if the
-    free blocks hold fewer). When the KV cache cannot hold a request's tokens, preempt victims
-    (`pick_victim`) among those not yet scheduled; with no victim left, the request itself."""
-    queue = list(running)
+    free blocks hold fewer). When the KV cache cannot hold a request's tokens, it waits (nothing
+    this step) if `wait` and others already compute in this step, so the step still makes
+    progress. Otherwise victims are preempted (`pick_victim`): first among `victims` (running
+    requests this call does not schedule), then among those of `running` not yet scheduled;
+    with no victim left, the request itself."""
+    queue, spare = list(running), list(victims)
+    first = {r.request_id for r in spare}
     while queue:
         request = queue.pop(0)
         n = tokens(plan, request)
@@ -107,11 +121,13 @@ def schedule_running(
             if m >= 1 and plan.fits(request, m):
                 plan.schedule(request, m)
                 break
-            if not queue:
+            if wait and plan.scheduled:
+                break
+            if not spare and not queue:
                 plan.preempt_request(request)
                 break
-            victim = pick_victim(queue, plan.view.starvation_threshold)
-            queue.remove(victim)
+            victim = pick_victim(spare + queue, plan.view.starvation_threshold, first)
+            (spare if victim.request_id in first else queue).remove(victim)
             plan.preempt_request(victim)
 
 

@@ -3,11 +3,23 @@
 Rule: every step first schedules all running decodes (oldest first), then fills the token budget
 left with chunks of in-progress prefills, then swapped requests coming back (oldest first), then
 chunks of new prompts in arrival order. A chunk is what fits the budget left, the free KV blocks
-(a new prompt is started only if its whole prompt fits them) and, if `long_prefill_token_threshold` > 0, that many tokens (so a long prompt cannot take a
-whole step from short ones). At most `max_num_partial_prefills` requests may be left part-way
-through their prompt at once. No step ever exceeds `max_num_batched_tokens` and no decode is
-ever stalled by a prefill. When the KV cache runs out the latest arrival is preempted
-(`preemption: recompute` or `swap`); no admission in a step that preempts.
+(a new prompt is started only if its whole prompt fits them) and, if
+`long_prefill_token_threshold` > 0, that many tokens (so a long prompt cannot take a whole step
+from short ones). At most `max_num_partial_prefills` requests may be left part-way through their
+prompt at once. No step ever exceeds `max_num_batched_tokens`.
+
+Preemption (`preemption: recompute` or `swap`), so that no decode is ever stalled or preempted
+for a prefill: when a decode needs a KV block and none is free, the victim is taken among the
+running requests not yet scheduled this step, prefills in progress before any decode, each group
+by vLLM v1's order (lowest priority, then latest arrival; requests preempted
+`starvation_threshold` times only when no other is left); with no candidate left, the decode
+itself. A step that preempts a decode schedules no prefill chunk, so the blocks freed go to
+decodes only. A prefill in progress never preempts a decode: its chunk shrinks to the free
+blocks; with none free it waits while other requests compute this step (they free blocks, or
+preempt it when they need them), and otherwise preempts a later prefill in progress, or itself.
+No swap-in or admission in a step that preempts. (vLLM v1 differs: its running queue mixes
+prefills and decodes in admission order and preempts its tail, which can be a decode while an
+earlier-admitted prefill keeps its chunk.)
 """
 
 from __future__ import annotations
@@ -51,7 +63,12 @@ class ChunkedPrefillPolicy(Policy):
         running = sorted(plan.view.running, key=by_importance)
         decodes = [r for r in running if r.is_decode]
         prefills = [r for r in running if not r.is_decode]
-        schedule_running(plan, decodes + prefills, self._chunk, chunked=self.chunks_prefills)
+        chunked = self.chunks_prefills
+        schedule_running(plan, decodes, self._chunk, chunked=chunked, victims=prefills)
+        if any(r.request_id in plan.preempt for r in decodes):
+            return  # blocks freed by preempting a decode are not handed to a prefill chunk
+        prefills = [r for r in prefills if r.request_id not in plan.preempt]
+        schedule_running(plan, prefills, self._chunk, chunked=chunked, wait=True)
 
     def _admit_waiting(self, plan: StepPlan) -> None:
         admit_waiting(plan, self._admission_chunk)

@@ -56,6 +56,7 @@ def make_view(
     max_num_batched_tokens: int = 512,
     max_num_seqs: int = 16,
     max_model_len: int | None = 4096,
+    starvation_threshold: int | None = None,
 ) -> SchedulerView:
     return SchedulerView(
         now_s=0.0, waiting=tuple(waiting), running=tuple(running), swapped=tuple(swapped),
@@ -63,7 +64,23 @@ def make_view(
         num_free_cpu_blocks=num_free_cpu_blocks, watermark_blocks=watermark_blocks,
         block_size=BLOCK_SIZE, max_num_batched_tokens=max_num_batched_tokens,
         max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+        starvation_threshold=starvation_threshold,
     )  # fmt: skip
+
+
+def recording(policy):
+    """Wrap `policy.schedule` so that every (view, decision) it sees is kept in `policy.log`,
+    for scenario tests that check a rule on each step's decision."""
+    schedule = policy.schedule
+    policy.log = []
+
+    def logged(view: SchedulerView):
+        decision = schedule(view)
+        policy.log.append((view, decision))
+        return decision
+
+    policy.schedule = logged
+    return policy
 
 
 @functools.cache
