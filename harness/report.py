@@ -452,34 +452,31 @@ def sweep_group(df: pd.DataFrame) -> str | None:
 
 
 def write_report(
-    roots: Sequence[Path],
-    out_dir: Path,
-    max_timelines: int = 6,
-    include_incomplete: bool = False,
-    wandb: bool = False,
-) -> pd.DataFrame:
-    """Load the runs under `roots`; write report.md, report.csv, runs.csv and PNGs to `out_dir`
-    (and, with `wandb`, the table to W&B). Raises ReportError when there is nothing to report
-    or `out_dir` cannot be written."""
+    roots: Sequence[Path], out_dir: Path, max_timelines: int = 6, include_incomplete: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load the runs under `roots`; write report.md, report.csv, runs.csv and PNGs to `out_dir`;
+    (runs, comparison). Raises ReportError when there is nothing to report or `out_dir` cannot
+    be written."""
     from harness import report_plots
 
     df, num_incomplete = scan_runs(roots, include_incomplete)
     if df.empty:
         raise ReportError(_no_runs_message(roots, num_incomplete))
     prepare_out_dir(out_dir)
-    table = comparison(df)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = comparison(df)
+    for w in caught:  # passed on, and the mismatches also go into report.md
+        warnings.warn(w.message, stacklevel=2)
+    mismatches = [str(w.message) for w in caught if issubclass(w.category, WorkloadMismatch)]
     try:
         df.to_csv(out_dir / "runs.csv", index=False)
         table.drop(columns=["workloads", "setting"]).to_csv(out_dir / "report.csv", index=False)
         pngs = report_plots.plot_all(df, table, row_keys(df), out_dir, max_timelines)
-        (out_dir / "report.md").write_text(_report_md(df, table, roots, pngs))
+        (out_dir / "report.md").write_text(_report_md(df, table, roots, pngs, mismatches))
     except OSError as exc:
         raise ReportError(f"cannot write the report to {out_dir}: {exc}", 2) from None
-    if wandb:
-        from harness.loggers.wandb_report import upload_comparison
-
-        upload_comparison(table.drop(columns=["workloads"]), sweep_group(df), out_dir)
-    return table
+    return df, table
 
 
 def _no_runs_message(roots: Sequence[Path], num_incomplete: int) -> str:
@@ -493,7 +490,7 @@ def _no_runs_message(roots: Sequence[Path], num_incomplete: int) -> str:
     )
 
 
-def _report_md(df: pd.DataFrame, table: pd.DataFrame, roots, pngs: Sequence[Path]) -> str:
+def _report_md(df, table, roots, pngs: Sequence[Path], mismatches: Sequence[str]) -> str:
     return "\n".join(
         [
             "# Scheduling policies: P99 comparison",
@@ -501,6 +498,7 @@ def _report_md(df: pd.DataFrame, table: pd.DataFrame, roots, pngs: Sequence[Path
             f"{len(df)} runs ({len(table)} configurations) from "
             f"{', '.join(str(r) for r in roots)}. {LEGEND}",
             "",
+            *(f"> **WARNING**: {m}\n" for m in mismatches),
             to_markdown(table),
             "",
             *(f"![{p.stem}]({p.name})" for p in pngs),
@@ -527,19 +525,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            table = write_report(
-                args.dirs, out, args.max_timelines, args.include_incomplete, args.wandb
-            )
+            df, table = write_report(args.dirs, out, args.max_timelines, args.include_incomplete)
         except ReportError as exc:
-            table = exc
+            error = exc
+        else:
+            error = None
+            wandb_dir = _upload(table, df, out) if args.wandb else None
     for w in caught:
         loud = "WARNING" if issubclass(w.category, WorkloadMismatch) else "warning"
         print(f"{loud}: {w.message}", file=sys.stderr)
-    if isinstance(table, ReportError):
-        print(f"error: {table}", file=sys.stderr)
-        raise SystemExit(table.exit_code)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code)
     print(f"{LEGEND}\n\n{to_markdown(table)}")
-    print(f"{table['n'].sum()} runs, {len(table)} rows -> {out / 'report.md'}", file=sys.stderr)
+    print(f"{len(df)} runs, {len(table)} rows -> {out / 'report.md'}", file=sys.stderr)
+    if wandb_dir:
+        offline = os.environ.get("WANDB_MODE", "offline") == "offline"
+        sync = f"; `wandb sync {wandb_dir}` uploads it" if offline else ""
+        print(f"W&B: the comparison table is in {wandb_dir}{sync}", file=sys.stderr)
+
+
+def _upload(table: pd.DataFrame, df: pd.DataFrame, out: Path) -> str | None:
+    from harness.loggers.wandb_report import upload_comparison
+
+    return upload_comparison(table.drop(columns=["workloads"]), sweep_group(df), out)
 
 
 if __name__ == "__main__":

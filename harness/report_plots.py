@@ -112,7 +112,8 @@ def _colors(policies) -> dict:
 
 def plot_pareto(rows: pd.DataFrame, df: pd.DataFrame, path: Path, title: str) -> None:
     """P99 TTFT and P99 TPOT against output throughput: a colour per policy, a marker per
-    budget (legends), each policy's non-dominated points joined, the SLO dashed. Only the points
+    budget (legends), each policy's non-dominated points joined, the SLO dashed, the 95%
+    intervals of repeats faint. Only the points
     on the frontier of all eligible rows are labelled, and only where a label fits."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
     colors = _colors(rows["policy"])
@@ -126,6 +127,7 @@ def plot_pareto(rows: pd.DataFrame, df: pd.DataFrame, path: Path, title: str) ->
         _pareto_points(ax, rows, column, colors, markers)
         _slo_line(ax, df, slo_key)
         _maybe_log(ax, rows[column])
+        _error_bars(ax, rows, column, colors)
         ax.set_xlabel("output throughput (tokens/s)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
@@ -149,6 +151,22 @@ def _pareto_points(ax, rows: pd.DataFrame, column: str, colors: dict, markers: d
             )  # fmt: skip
         front = _pareto_front(x, y)
         ax.plot(x[front], y[front], color=color, lw=1.5, alpha=0.8, ls="-" if complete else ":")
+
+
+def _error_bars(ax, rows: pd.DataFrame, column: str, colors: dict) -> None:
+    """The 95% intervals of repeated configurations, faint, within the points' own limits (a
+    few seeds give wide intervals that would otherwise squash every point together)."""
+    xerr = rows["output_throughput_tok_s_ci95"].to_numpy(dtype=float)
+    yerr = rows[f"{column}_ci95"].to_numpy(dtype=float)
+    if not (np.isfinite(xerr).any() or np.isfinite(yerr).any()):
+        return
+    limits = ax.get_xlim(), ax.get_ylim()
+    x, y = rows["output_throughput_tok_s"].to_numpy(), rows[column].to_numpy()
+    for i, policy in enumerate(rows["policy"]):
+        ax.errorbar(x[i], y[i], xerr=xerr[i], yerr=yerr[i], fmt="none", ecolor=colors[policy],
+                    alpha=0.35, lw=1)  # fmt: skip
+    ax.set_xlim(limits[0])
+    ax.set_ylim(limits[1])
 
 
 def _slo_line(ax, df: pd.DataFrame, slo_key: str) -> None:

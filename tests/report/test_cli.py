@@ -112,3 +112,19 @@ def test_included_incomplete_runs_are_marked_in_every_table_and_plot(tmp_path, m
     assert {n.split("_")[0] for n, _ in showing_sjf} == {"pareto", "cdf", "timeline"}
     for name, fig in showing_sjf:
         assert "(incomplete)" in figure_texts(fig), name
+
+
+def test_several_inputs_get_a_report_folder_in_their_common_folder(tmp_path):
+    a, b = tmp_path / "results" / "sweep_a", tmp_path / "results" / "sweep_b"
+    assert report.default_out_dir([a, b]) == tmp_path / "results" / "report"
+
+
+def test_a_workload_split_is_a_warning_in_the_terminal_and_in_report_md(tmp_path, capsys):
+    for policy, fp in (("fcfs", "aaaa1111"), ("sjf", "bbbb2222")):
+        make_run(tmp_path / "runs" / policy, policy, 256, 0.01,
+                 summary={"workload_fingerprint": fp})  # fmt: skip
+    main([str(tmp_path / "runs"), "-o", str(tmp_path / "out"), "--max-timelines", "0"])
+    assert "WARNING" in capsys.readouterr().err
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "WARNING" in md and "aaaa1111" in md and "bbbb2222" in md
+    assert "bursty [A]" in md and "bursty [B]" in md
