@@ -413,14 +413,18 @@ def _fmt(value) -> str:
 
 
 def enclosing_run_dir(path: Path) -> Path | None:
-    """The outermost run folder (one holding config.yaml or summary.json) at or above `path`."""
+    """The run folder `path` is or lies in, if any."""
     path = Path(path).absolute()
-    runs = [p for p in (path, *path.parents) if _is_run_dir(p)]
-    return runs[-1] if runs else None
+    return next((p for p in (path, *path.parents) if _is_run_dir(p)), None)
 
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / "summary.json").is_file() or (path / "config.yaml").is_file()
+    """A run folder, finished or not: summary.json, or config.yaml with a run's other files (a
+    lone config.yaml, in a home folder say, is not one)."""
+    if (path / "summary.json").is_file():
+        return True
+    others = ("requests.parquet", "steps.parquet", ".hydra")
+    return (path / "config.yaml").is_file() and any((path / o).exists() for o in others)
 
 
 def default_out_dir(dirs: Sequence[Path]) -> Path:

@@ -128,3 +128,9 @@ def test_a_workload_split_is_a_warning_in_the_terminal_and_in_report_md(tmp_path
     md = (tmp_path / "out" / "report.md").read_text()
     assert "WARNING" in md and "aaaa1111" in md and "bbbb2222" in md
     assert "bursty [A]" in md and "bursty [B]" in md
+
+
+def test_a_stray_config_yaml_above_does_not_move_the_report(tmp_path, sweep):
+    (tmp_path / "config.yaml").write_text("seed: 0\n")  # a user's own file, not a run folder
+    assert report.default_out_dir([sweep]) == sweep / "report"
+    assert report.default_out_dir([sweep / "0_fcfs"]) == sweep / "report"
