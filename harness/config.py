@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -94,7 +94,11 @@ class RunConfig:
 
 
 def register() -> None:
+    """The schema, and `${traces:FILE}`: FILE in the traces folder (`workloads.fetch`)."""
+    from workloads.fetch import trace_file
+
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    OmegaConf.register_new_resolver("traces", trace_file, replace=True)
 
 
 def validate(cfg) -> None:

@@ -1,5 +1,6 @@
 """`python -m workloads workload=azure_conv [workload.max_requests=100 ...] [--out FILE.png]`:
-compose the project's config, load the workload (no model, no engine) and describe it."""
+compose the project's config, load the workload (no model, no engine) and describe it.
+`python -m workloads fetch NAME...`: download public traces (`workloads.fetch`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fetch"]:
+        from workloads.fetch import main as fetch
+
+        return fetch(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m workloads", description=__doc__)
     parser.add_argument("--out", help="PNG path (default: <results_dir>/workloads/<name>.png)")
     parser.add_argument("--no-plot", action="store_true", help="print the statistics only")

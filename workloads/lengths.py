@@ -22,6 +22,8 @@ def sample_lengths(dist: Mapping, n: int, rng: np.random.Generator, key: str) ->
         if kind == "fixed":
             out = np.full(n, int(dist["value"]))
         elif kind == "uniform":
+            if int(dist["min"]) > int(dist["max"]):
+                raise WorkloadError(f"{key}.min={dist['min']} is above {key}.max={dist['max']}")
             out = rng.integers(int(dist["min"]), int(dist["max"]) + 1, size=n)
         elif kind == "lognormal":
             sigma = float(dist["sigma"])

@@ -3,21 +3,50 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-TRACES = Path(
-    os.environ.get("HARNESS_TRACES", Path(__file__).resolve().parents[3] / "shared/traces")
-)
+from workloads.fetch import fetch_command, source_for_file, traces_dir
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def find_traces(environ: Mapping[str, str], checkout: Path) -> Path:
+    """HARNESS_TRACES, else `shared/traces` beside the checkout (where CI has them), else the
+    folder `python -m harness.workloads fetch` writes to."""
+    beside = checkout.parent / "shared" / "traces"
+    if not environ.get("HARNESS_TRACES") and beside.is_dir():
+        return beside
+    return traces_dir(environ)
+
+
+TRACES = find_traces(os.environ, CHECKOUT)
+_missing: dict[str, str] = {}  # trace file -> how to get it, for the end-of-run summary
 
 
 def trace_path(name: str) -> Path:
-    """A public trace by file name; the test skips when it is not there."""
+    """A public trace by file name. Absent: the test skips saying how to get it, or fails under
+    CI (`CI=true`), where the traces are laid beside the checkout and must be read."""
     path = TRACES / name
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
+    if path.is_file():
+        return path
+    source = source_for_file(name)
+    how = f"`{fetch_command(source)}`" if source else "download it"
+    message = f"public trace {path} is absent: set HARNESS_TRACES to a folder holding it, or {how}"
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(message)
+    _missing[name] = how
+    pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _missing:
+        terminalreporter.section("public traces absent: their tests were skipped", yellow=True)
+        terminalreporter.write_line(f"looked in {TRACES} (HARNESS_TRACES); to run them:")
+        for name, how in sorted(_missing.items()):
+            terminalreporter.write_line(f"  {name}: {how}")
 
 
 @pytest.fixture

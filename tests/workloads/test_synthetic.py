@@ -146,3 +146,11 @@ def test_synthetic_is_seeded_and_clipped():
     assert w.stats["num_clipped"] > 0 and w.stats["num_requests"] == 50
     w = make_synthetic(clip="drop")
     assert len(w.build(0, 100, 2048)) == 50 - w.stats["num_dropped"]
+
+
+def test_uniform_min_above_max_names_both_keys():
+    with pytest.raises(WorkloadError, match=r"workload.output_len.min=16 is above .*max=8"):
+        sample_lengths(
+            {"kind": "uniform", "min": 16, "max": 8}, 3, np.random.default_rng(0),
+            "workload.output_len",
+        )  # fmt: skip

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from workloads.errors import WorkloadError
+from workloads.fetch import fetch_command, source_for_file, traces_dir
 from workloads.readers import azure, burstgpt, mooncake, vidur
 from workloads.readers.csv_common import read_header
 from workloads.table import RequestTable
@@ -32,11 +33,15 @@ def resolve_path(path: str | os.PathLike) -> Path:
         if c.is_file():
             return c
     tried = " or ".join(dict.fromkeys(str(c.resolve()) for c in candidates))
-    raise WorkloadError(
-        f"trace file not found (looked for {tried}); set workload.path, or HARNESS_TRACES "
-        "to the folder holding the public traces",
-        path,
-    )
+    source = source_for_file(p.name)
+    if source is not None:
+        how = (
+            f"fetch it with `{fetch_command(source)}` (into {traces_dir()}), or set "
+            "HARNESS_TRACES to a folder holding it"
+        )
+    else:
+        how = "set workload.path, or HARNESS_TRACES to the folder holding the public traces"
+    raise WorkloadError(f"trace file not found (looked for {tried}); {how}", path)
 
 
 def detect_format(path: Path) -> str:
