@@ -58,7 +58,7 @@ OPTIONAL = {"busy_share", "useful_token_share", "kv_usage_mean", "kv_usage_peak"
 LEGEND = (
     "Latencies in ms; mean ± 95% confidence interval over the n seeds of a configuration. "
     "**Bold**: the best of its column among complete runs of the same workload (same request "
-    "fingerprint) that served every request any of them served. † served fewer requests than "
+    "fingerprint) that finished as many requests as any of them. † finished fewer requests than "
     "another run of its workload: never ranked. Rejections, aborts, busy and KV shares are not "
     "ranked."
 )
