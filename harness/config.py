@@ -1,16 +1,28 @@
 """Structured config: the schema Hydra checks every key against, and start-up validation.
 
-A mistyped key fails when Hydra composes the config (the schema is strict); an impossible value
-fails in `validate()` before any model is built. Both name the key.
+A mistyped key fails when Hydra composes the config (the schema is strict) or, for a key added
+with `+key=value` or a constructor argument of a `_target_` node, in `check_config()`; an
+impossible value fails in `validate()` before any model is built. Each names the key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import difflib
+import inspect
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, DictConfig, OmegaConf, read_write
+from omegaconf.errors import OmegaConfBaseException
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# keys `hydra.utils.instantiate` reads itself, beside the constructor's arguments
+_INSTANTIATE_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_", "_args_"})
 
 
 class ConfigError(ValueError):
@@ -99,6 +111,184 @@ def register() -> None:
 
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
     OmegaConf.register_new_resolver("traces", trace_file, replace=True)
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `python -m harness OVERRIDES` composes, with its `hydra` node."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every key known and every value set and resolvable (the `hydra` node aside), so that a
+    typo fails before anything is built, naming the key (and the closest valid one)."""
+    _check_keys(cfg, "", RunConfig)
+    try:
+        for key in cfg:
+            if key != "hydra" and OmegaConf.is_config(cfg[key]):
+                OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(one_line(exc)) from None
+
+
+def valid_keys(cfg: DictConfig, path: str) -> set[str] | None:
+    """The keys allowed under `path` ("" for the top) of a composed config, or (a free-form
+    node, such as `workload.arrival`) those it has; None: unknown."""
+    node, schema = cfg, RunConfig
+    for part in path.split(".") if path else []:
+        schema = _field_types(schema).get(part)
+        node = node._get_node(part) if isinstance(node, DictConfig) and part in node else None
+    allowed = _allowed(node, schema)
+    if allowed is None and isinstance(node, DictConfig):
+        return set(node)
+    return allowed
+
+
+def unknown_key_error(full_key: str, valid: Iterable[str] | None) -> ConfigError:
+    parent, _, name = full_key.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    valid = sorted(k for k in valid or () if not k.startswith("_"))
+    if not valid:
+        return ConfigError(f"unknown key {full_key}")
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hint = f"did you mean {prefix}{close[0]}?" if close else f"valid keys: {', '.join(valid)}"
+    return ConfigError(f"unknown key {full_key}; {hint}")
+
+
+def one_line(exc: BaseException) -> str:
+    """An OmegaConf/Hydra message on one line (without its `full_key:`/`object_type=` lines)."""
+    parts = []
+    for e in (exc, exc.__cause__):
+        for line in str(e or "").splitlines():
+            line = line.strip()
+            if line and not line.startswith(("full_key:", "reference_type=", "object_type=")):
+                parts.append(line.rstrip("."))
+    return "; ".join(dict.fromkeys(parts))
+
+
+def _check_keys(node: DictConfig, prefix: str, schema) -> None:
+    allowed = _allowed(node, schema)
+    types = _field_types(schema)
+    for key in node:
+        if not prefix and key == "hydra":
+            continue
+        if allowed is not None and key not in allowed:
+            raise unknown_key_error(f"{prefix}{key}", allowed)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            if is_dataclass(types.get(key)) or "_target_" in child:
+                _check_keys(child, f"{prefix}{key}.", types.get(key))
+
+
+def _allowed(node, schema) -> set[str] | None:
+    """A dataclass's fields, or the arguments of a `_target_` node's constructor."""
+    if is_dataclass(schema):
+        return {f.name for f in fields(schema)}
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return None
+    try:
+        from hydra.utils import get_object
+
+        params = inspect.signature(get_object(node._get_node("_target_")._value())).parameters
+    except Exception:  # not importable: instantiating it says why, naming the key
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - {"self"} | _INSTANTIATE_KEYS
+
+
+def _field_types(schema) -> dict:
+    return get_type_hints(schema) if is_dataclass(schema) else {}
+
+
+# Run and sweep folders this process made (folder, is a sweep), for `remove_unused_run_folders`,
+# and why one could not be made (Hydra then fails making it: the CLI reports this instead).
+NEW_RUN_FOLDERS: list[tuple[Path, bool]] = []
+FOLDER_ERRORS: list[ConfigError] = []
+_HYDRA_ONLY = (".hydra", "multirun.yaml")
+
+
+class RunFolders(Callback):
+    """Hydra callback (`hydra.callbacks` in conf/config.yaml). Makes the run or sweep folder
+    before Hydra does, so an unwritable `results_dir` is one clear error (`FOLDER_ERRORS`), and
+    notes whether it is new, so a run that fails before writing in it leaves no folder behind. Names a sweep's
+    job folders by the overrides that vary: the others join `override_dirname`'s exclude list."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _claim(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _claim(config, "hydra.sweep.dir")
+        _exclude_constant_overrides(config)
+
+
+def _exclude_constant_overrides(config: DictConfig) -> None:
+    """Every job recomposes with the sweep's `hydra.overrides.hydra`: extend them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    given = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    by_key = {o.key_or_group: o for o in parser.parse_overrides(given)}  # the command line wins
+    swept = {k for k, o in by_key.items() if o.is_sweep_override()}
+    if not swept:
+        return
+    node = config.hydra.job.config.override_dirname
+    exclude = list(dict.fromkeys([*node.exclude_keys, *(set(by_key) - swept)]))
+    with read_write(config.hydra.overrides):
+        config.hydra.overrides.hydra.append(
+            f"hydra.job.config.override_dirname.exclude_keys=[{','.join(exclude)}]"
+        )
+
+
+def _claim(config: DictConfig, key: str) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(config)  # for `${hydra:...}` in the folder name
+    folder = Path(OmegaConf.select(config, key)).absolute()
+    new = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:  # Hydra turns a callback's exception into a warning: keep it
+        FOLDER_ERRORS.append(
+            ConfigError(
+                f"results_dir={config.results_dir}: cannot write the run folder {folder} "
+                f"({key}): {exc.strerror or exc}"
+            )
+        )
+        return
+    if new:
+        NEW_RUN_FOLDERS.append((folder, key == "hydra.sweep.dir"))
+
+
+def remove_unused_run_folders() -> list[Path]:
+    """Remove the folders this process made that hold nothing but Hydra's own files (a sweep
+    folder: once its job folders are gone); never one that existed before. Returns them."""
+    removed = []
+    for folder, is_sweep in NEW_RUN_FOLDERS:
+        if is_sweep and folder.is_dir():
+            jobs = [p for p in folder.iterdir() if p.is_dir() and p.name != ".hydra"]
+            removed += [job for job in jobs if _remove_if_unused(job)]
+        if _remove_if_unused(folder):
+            removed.append(folder)
+    NEW_RUN_FOLDERS.clear()
+    return removed
+
+
+def _remove_if_unused(folder: Path) -> bool:
+    import shutil
+
+    if not folder.is_dir() or any(
+        p.name not in _HYDRA_ONLY and p.suffix != ".log" for p in folder.iterdir()
+    ):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
 
 
 def validate(cfg) -> None:

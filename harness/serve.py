@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from tqdm import tqdm
-
 from harness.engine import Engine, StallError
+from harness.progress import make_progress
 from harness.request import RequestSpec
 
 
@@ -67,8 +66,8 @@ def serve(engine: Engine, specs: Sequence[RequestSpec], clock, progress: bool = 
     A request becomes visible at the first step boundary after its arrival time.
     """
     pending = sorted(specs, key=lambda s: (s.arrival_s, s.request_id))
-    i = num_done = 0
-    bar = tqdm(total=len(pending), unit="req", disable=not progress, dynamic_ncols=True)
+    i = 0
+    bar = make_progress(len(pending), enabled=progress)  # a bar on a terminal, else log lines
     try:
         while True:
             now = clock.now()
@@ -82,12 +81,7 @@ def serve(engine: Engine, specs: Sequence[RequestSpec], clock, progress: bool = 
                 if i == len(pending):
                     raise StallError(_stall_message(engine))
                 clock.wait_until(pending[i].arrival_s)
-            if engine.num_done != num_done:
-                bar.update(engine.num_done - num_done)
-                num_done = engine.num_done
-                bar.set_postfix(
-                    step=engine.num_steps, run=len(engine.running), wait=len(engine.waiting)
-                )
+            bar.update(engine.num_done, len(engine.running), len(engine.waiting), engine.num_steps)
     finally:
         bar.close()
 

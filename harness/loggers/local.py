@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import pandas as pd
@@ -14,10 +14,19 @@ from harness.report_table import print_summary
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename over `path`: readers never see a half-written file."""
+    """Call `write(tmp_path)`, then rename over `path`: readers never see a half-written file.
+
+    The file's mode follows the umask, as `open()`'s would (mkstemp's would be owner-only), so
+    a colleague can read a shared results folder.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(Path(tmp))
         os.replace(tmp, path)

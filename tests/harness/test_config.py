@@ -61,3 +61,42 @@ def test_cli_reports_bad_value_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "budget.block_size=12 must be a power of two" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override, key, closest",
+    [
+        ("+budget.max_num_batched_tokenz=512", "budget.max_num_batched_tokenz",
+         "budget.max_num_batched_tokens"),
+        ("+engine.progres=false", "engine.progres", "engine.progress"),
+        ("+seeed=3", "seeed", "seed"),
+        ("+policy.preemptoin=swap", "policy.preemptoin", "policy.preemption"),
+        ("+workload.num_request=3", "workload.num_request", "workload.num_requests"),
+        ("+logger.print_tabel=false", "logger.print_tabel", "logger.print_table"),
+    ],
+)  # fmt: skip
+def test_added_unknown_key_fails_naming_the_closest_valid_one(compose_cfg, override, key, closest):
+    """`+key=value` gets past Hydra's strict schema (it is Hydra's own advice for a typo)."""
+    from harness.config import check_config
+
+    cfg = compose_cfg(override)
+    with pytest.raises(ConfigError, match=rf"unknown key {key}\b.*did you mean {closest}\?"):
+        check_config(cfg)
+
+
+def test_known_keys_pass(compose_cfg):
+    from harness.config import check_config
+
+    for overrides in (
+        (),
+        ("policy=chunked_prefill", "policy.max_num_partial_prefills=2"),
+        ("workload=azure_conv", "workload.max_requests=5", "logger=wandb"),
+    ):
+        check_config(compose_cfg(*overrides))
+
+
+def test_unknown_key_without_a_close_one_lists_the_valid_ones(compose_cfg):
+    from harness.config import check_config
+
+    with pytest.raises(ConfigError, match=r"unknown key budget\.xyz; valid keys: .*block_size"):
+        check_config(compose_cfg("+budget.xyz=1"))
