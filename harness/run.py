@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -119,6 +120,7 @@ def _num_blocks(
             act += peak_step_bytes(*profile, b.max_num_seqs, b.max_num_seqs, b.block_size, 1,
                                    *sampling)  # fmt: skip
             act += 2**29
+            gc.collect()  # an earlier run's model and cache in this process, if unreachable
             torch.cuda.empty_cache()
             free, total = torch.cuda.mem_get_info(device)
             budget = total * e.gpu_memory_utilization - torch.cuda.memory_allocated(device) - act

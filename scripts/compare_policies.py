@@ -16,8 +16,10 @@ marked † and never in bold; runs of different workloads (fingerprints) are nev
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 
 from harness.config import register
@@ -25,8 +27,8 @@ from harness.report import best_positions
 from harness.run import run
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-COLUMNS = ("policy", "finished", "rejected", "aborted", "preempt", "pad_tok", "out_tok/s",
-           "total_tok/s", "req/s")  # fmt: skip
+COLUMNS = ("policy", "finished", "rejected", "aborted", "kv_blocks", "preempt", "pad_tok",
+           "out_tok/s", "total_tok/s", "req/s")  # fmt: skip
 LATENCY_COLUMNS = (("ttft_s", "p50"), ("ttft_s", "p99"), ("itl_s", "p99"), ("e2e_s", "p99"))
 THROUGHPUTS = ("output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s")
 
@@ -37,7 +39,19 @@ def run_policy(entry: str, overrides: list[str]) -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=[*overrides, f"policy={policy}", *own_overrides])
     result = run(cfg, None)
-    return {"steps": result.steps, **result.summary}
+    summary = {"steps": result.steps, **result.summary}
+    summary["num_gpu_blocks"] = (result.resolved or {}).get("num_gpu_blocks")
+    del result
+    release_device_memory()  # the next run sizes its KV cache from the memory left free
+    return summary
+
+
+def release_device_memory() -> None:
+    """Free what the finished run held (model, KV cache, CUDA graph pools, cyclic garbage), so
+    that the next run in this process sizes its KV cache from the same free memory."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _ms(s: dict, name: str, p: str) -> float:
@@ -50,6 +64,7 @@ def row(policy: str, s: dict) -> list[str]:
         f"{s['num_finished']}/{s['num_requests']}",
         str(s["num_rejected"]),
         str(s["num_aborted"]),
+        str(s.get("num_gpu_blocks", "?")),
         str(s["num_preemptions"]),
         str(int(s["steps"]["num_padding_tokens"].sum())) if len(s["steps"]) else "0",
         f"{s['output_throughput_tok_s']:.0f}",
@@ -90,6 +105,19 @@ def workload_warning(summaries: dict[str, dict]) -> str | None:
     return (
         f"WARNING: the runs served different workloads (workload fingerprint {which}); "
         "runs of different workloads are neither ranked together nor given ratios"
+    )
+
+
+def kv_cache_warning(summaries: dict[str, dict]) -> str | None:
+    """A loud line when the runs had KV caches of different sizes: their preemptions, queueing
+    and throughput then differ for a reason that is not the policy."""
+    blocks = {p: s.get("num_gpu_blocks") for p, s in summaries.items()}
+    if len(set(blocks.values())) < 2:
+        return None
+    which = ", ".join(f"{p}: {b}" for p, b in blocks.items())
+    return (
+        f"WARNING: the runs had different KV caches ({which} blocks); set "
+        "budget.num_gpu_blocks to compare policies on the same cache"
     )
 
 
@@ -158,9 +186,9 @@ def main() -> None:
     register()
     overrides = ["logger=none", "engine.progress=false", *overrides]
     summaries = {p: run_policy(p, overrides) for p in args.policies.split(",")}
-    warning = workload_warning(summaries)
-    if warning:
-        print(f"\n{warning}")
+    for warning in (workload_warning(summaries), kv_cache_warning(summaries)):
+        if warning:
+            print(f"\n{warning}")
     print(f"\n{table(summaries)}")
     if args.baseline:
         print(f"\n{ratios(summaries, args.baseline)}")

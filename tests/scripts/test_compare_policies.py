@@ -96,3 +96,17 @@ def test_real_runs_show_a_rejection(script, monkeypatch, capsys):
     header = cells(out, "policy")
     small = dict(zip(header, cells(out, "fcfs:budget.num_gpu_blocks=8"), strict=True))
     assert int(small["rejected"]) > 0 and "†" in small["policy"]
+
+
+def test_runs_with_different_kv_caches_are_called_out(script, monkeypatch, capsys):
+    """In one process a run sized its KV cache from what an earlier run left on the GPU: the
+    comparison must show each run's cache and warn when they differ."""
+    summaries = {"fcfs": make_summary(0.01), "chunked_prefill": make_summary(0.01)}
+    summaries["fcfs"]["num_gpu_blocks"] = 28000
+    summaries["chunked_prefill"]["num_gpu_blocks"] = 9000
+    out = compare(script, monkeypatch, capsys, summaries)
+    header = cells(out, "policy")
+    assert dict(zip(header, cells(out, "fcfs"), strict=True))["kv_blocks"] == "28000"
+    assert "WARNING: the runs had different KV caches" in out
+    summaries["chunked_prefill"]["num_gpu_blocks"] = 28000
+    assert "different KV caches" not in compare(script, monkeypatch, capsys, summaries)
