@@ -28,7 +28,7 @@ import pandas as pd
 # On the cpu engine a probe of a default workload (200 requests: 200 s of arrivals alone at
 # 1 req/s) makes a two-policy search take well over ten minutes. Unless the user sizes the
 # workload (`workload.num_requests`), cpu probes serve this many requests instead.
-CPU_PROBE_NUM_REQUESTS = 16
+CPU_PROBE_NUM_REQUESTS = 48
 EXIT_PROBE_INCOMPLETE = 1  # a probe's run ended incomplete for a reason other than a signal
 
 
@@ -40,6 +40,10 @@ class Probe:
     p99_tpot_s: float | None
     output_throughput_tok_s: float
     run_dir: str
+    peak_in_system: int | None = None  # most requests in the system at once (None: unknown)
+    # every request of the run was in the system at once: the engine served one batch, and a
+    # pass then says nothing about a sustained rate
+    burst: bool = False
 
 
 @dataclass
@@ -83,27 +87,32 @@ def bisect_capacity(
     probe: Callable[[float], bool], low: float, high: float, iters: int, rel_tol: float
 ) -> tuple[float | None, tuple[float, float], str]:
     """(capacity, bracket, status) by geometric bisection: rates span orders of magnitude, and
-    the midpoint of [1, 64] in log space (8) is a better guess than the arithmetic one."""
+    the midpoint of [1, 64] in log space (8) is a better guess than the arithmetic one.
+
+    `high` is probed first and `low` last, only when no rate above it met the SLO: a probe's
+    arrivals take num_requests / rate seconds, so `low` is the slowest probe by far, and a pass
+    above it already implies one at it (the bisection assumes that the SLO is met below any
+    rate that meets it)."""
     if not 0 < low < high:
         raise ValueError(f"need 0 < low < high, got low={low}, high={high}")
-    if not probe(low):
-        return None, (0.0, low), "below_low"
     if probe(high):
         return high, (high, math.inf), "at_least_high"
-    lo, hi = low, high
+    lo, hi, met_above_low = low, high, False
     for _ in range(iters):
         if hi / lo - 1 <= rel_tol:
             break
         mid = math.sqrt(lo * hi)
         if probe(mid):
-            lo = mid
+            lo, met_above_low = mid, True
         else:
             hi = mid
+    if not met_above_low and not probe(low):
+        return None, (0.0, low), "below_low"
     return lo, (lo, hi), "ok"
 
 
 def max_probes(low: float, high: float, iters: int, rel_tol: float) -> int:
-    """The most probes `bisect_capacity` makes: both bounds, then halvings of the log-width of
+    """The most probes `bisect_capacity` makes: both bounds, and halvings of the log-width of
     the bracket until `rel_tol` or `iters` stops them."""
     num, log_width = 2, math.log(high / low)
     for _ in range(iters):
@@ -111,6 +120,22 @@ def max_probes(low: float, high: float, iters: int, rel_tol: float) -> int:
             break
         num, log_width = num + 1, log_width / 2
     return num
+
+
+def peak_in_system(requests) -> int | None:
+    """The most requests arrived and not yet finished at one time (a request that never
+    finished never leaves); None when `requests` lacks `arrival_s` and `finish_s`."""
+    try:
+        arrivals, finishes = list(requests["arrival_s"]), list(requests["finish_s"])
+    except (KeyError, TypeError):
+        return None
+    # at one instant a finish counts before an arrival: (t, -1) sorts before (t, 1)
+    events = sorted([(t, 1) for t in arrivals] + [(t, -1) for t in finishes if t == t])
+    peak = num = 0
+    for _, step in events:
+        num += step
+        peak = max(peak, num)
+    return peak
 
 
 def compose(overrides: Sequence[str]):
@@ -252,14 +277,18 @@ class Search:
         knobs = [f"policy={r.policy}", f"workload.arrival.rate={rate}"]
         cfg, names = compose([*self.overrides, *knobs])
         names["sweep_name"] = self.out_dir.name
-        s = run(cfg, folder, names).summary
+        result = run(cfg, folder, names)
+        s = result.summary
         if not s["complete"]:
             if sigs := self.signals.drain():
                 raise SearchStopped("interrupted", signal.Signals(sigs[0]).name, sigs[0])
             raise SearchStopped("probe_incomplete", f"the run ended incomplete: {s['error']}")
         ok = meets_slo(s, cfg.slo.ttft_s, cfg.slo.tpot_s)
         ttft, tpot = s["ttft_s"]["p99"], s["tpot_s"]["p99"]
-        r.probes.append(Probe(rate, ok, ttft, tpot, s["output_throughput_tok_s"], str(folder)))
+        peak = peak_in_system(getattr(result, "requests", None))
+        burst = peak is not None and peak >= s["num_requests"] > 1
+        probe = Probe(rate, ok, ttft, tpot, s["output_throughput_tok_s"], str(folder), peak, burst)
+        r.probes.append(probe)
         self.under_way = None
         lo = max([p.rate for p in r.probes if p.meets_slo], default=0.0)
         hi = min([p.rate for p in r.probes if not p.meets_slo], default=math.inf)
@@ -267,6 +296,11 @@ class Search:
             f"{head} {'pass' if ok else 'miss'} (P99 TTFT {_s(ttft)}, P99 TPOT {_s(tpot)}), "
             f"bracket [{lo:.4g}, {hi:.4g}) req/s, {time.monotonic() - t0:.0f} s"
         )
+        if ok and burst:
+            _log(
+                f"  burst: all {peak} requests were in the system at once, so this pass does "
+                "not show a sustained rate; raise workload.num_requests"
+            )
         return ok
 
 
@@ -453,6 +487,11 @@ def main(argv: Sequence[str] | None = None) -> list[Capacity]:
     write_outputs(search.results, slo, out)
     for r in search.results:
         print(f"{r.policy}: capacity {r.capacity_req_s} req/s ({r.status}, bracket {r.bracket})")
+        if any(p.burst and p.rate == r.capacity_req_s for p in r.probes):
+            print(
+                f"{r.policy}: capacity {r.capacity_req_s} req/s rests on a burst (every request "
+                "of that probe was in the system at once); raise workload.num_requests"
+            )
     print(f"results: {out}")
     return search.results
 

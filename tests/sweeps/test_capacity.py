@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import harness.run
-from harness.capacity import bisect_capacity, main, split_policies
+from harness.capacity import bisect_capacity, main, peak_in_system, split_policies
 from harness.report import load_runs
 
 SMALL = (
@@ -41,6 +41,26 @@ def test_bisection_bounds():
         bisect_capacity(lambda r: True, 8.0, 1.0, 5, 0.1)
 
 
+@pytest.mark.parametrize("threshold", [0.5, 1.0, 1.2, 17.0])
+def test_the_slow_low_probe_runs_only_when_no_higher_rate_met_the_slo(threshold):
+    """A probe at rate r takes num_requests / r seconds of arrivals: `low` is the slowest, so
+    the search starts at `high` and probes `low` last, and only when nothing above it passed."""
+    probed = []
+
+    def probe(rate):
+        probed.append(rate)
+        return rate <= threshold
+
+    capacity, (lo, hi), status = bisect_capacity(probe, 1.0, 64.0, iters=6, rel_tol=0.05)
+    assert probed[0] == 64.0
+    passed_above_low = any(threshold >= r > 1.0 for r in probed)
+    assert (1.0 in probed) == (not passed_above_low)
+    if threshold < 1.0:
+        assert (status, capacity, probed[-1]) == ("below_low", None, 1.0)
+    else:
+        assert status == "ok" and lo <= threshold < hi and capacity == lo
+
+
 def test_split_policies():
     assert split_policies(["policy=fcfs,static", "seed=1"]) == (["fcfs", "static"], ["seed=1"])
     assert split_policies(["seed=1"]) == ([], ["seed=1"])
@@ -48,24 +68,48 @@ def test_split_policies():
 
 def test_real_probes_write_json_csv_png_and_run_folders(tmp_path):
     out = tmp_path / "cap"
-    # A loose SLO is met at the top rate: two probes and done.
+    # A loose SLO is met at the top rate: one probe and done.
     results = main([*SMALL, "slo.ttft_s=1000", "slo.tpot_s=1000", "--low", "50", "--high", "400", "--out", str(out)])  # fmt: skip
     (r,) = results
     assert (r.policy, r.status, r.capacity_req_s) == ("fcfs", "at_least_high", 400.0)
-    assert [p.rate for p in r.probes] == [50.0, 400.0]
+    assert [p.rate for p in r.probes] == [400.0]
     saved = json.loads((out / "capacity.json").read_text())
+    assert saved["complete"] is True and saved["stopped"] is None
     assert saved["policies"][0]["capacity_req_s"] == 400.0 and saved["slo"]["ttft_s"] == 1000
-    assert len(pd.read_csv(out / "capacity.csv")) == 2
+    assert len(pd.read_csv(out / "capacity.csv")) == 1
     assert (out / "capacity.png").read_bytes()[:4] == b"\x89PNG"
     runs = load_runs([out])  # every probe is a run folder the report reads
-    assert sorted(runs["workload.arrival.rate"]) == [50.0, 400.0]
+    assert sorted(runs["workload.arrival.rate"]) == [400.0]
     assert set(runs["policy"]) == {"fcfs"}
 
 
 def test_an_impossible_slo_stops_at_the_low_bound(tmp_path):
     out = tmp_path / "cap"
     (r,) = main([*SMALL, "policy=fcfs", "slo.ttft_s=1e-9", "--low", "50", "--out", str(out)])
-    assert (r.status, r.capacity_req_s, len(r.probes)) == ("below_low", None, 1)
+    assert (r.status, r.capacity_req_s, r.probes[-1].rate) == ("below_low", None, 50.0)
+    assert not any(p.meets_slo for p in r.probes)
+
+
+def test_a_pass_with_the_whole_workload_in_flight_is_flagged(tmp_path, capsys):
+    """8 requests at 400 req/s all arrive before the first finishes: the engine served one
+    burst, and meeting the SLO then says nothing about a sustained rate."""
+    argv = [*SMALL, "slo.ttft_s=1000", "slo.tpot_s=1000", "--low", "50", "--high", "400"]
+    (r,) = main([*argv, "--out", str(tmp_path)])
+    (probe,) = r.probes
+    assert probe.meets_slo and probe.peak_in_system == 8
+    out = capsys.readouterr().out
+    assert "burst: all 8 requests were in the system at once" in out
+    assert "fcfs: capacity 400.0 req/s rests on a burst" in out
+
+
+def test_peak_in_system_counts_overlapping_requests():
+    requests = pd.DataFrame(
+        {"arrival_s": [0.0, 1.0, 2.0, 3.0, 4.0], "finish_s": [2.5, 1.5, 3.0, math.nan, 4.5]}
+    )  # [0, 2.5) and [2, 3) overlap; a finish at 3.0 leaves before the arrival at 3.0
+    assert peak_in_system(requests) == 2
+    requests.loc[4, "arrival_s"] = 0.5  # now [0.5, 4.5) overlaps both of the first pair
+    assert peak_in_system(requests) == 3
+    assert peak_in_system(None) is None
 
 
 def test_a_policy_typo_fails_before_any_probe(monkeypatch, capsys):

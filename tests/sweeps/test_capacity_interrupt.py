@@ -4,7 +4,9 @@ the search stops, exits non-zero and marks its output incomplete."""
 from __future__ import annotations
 
 import json
+import math
 import signal
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -41,6 +43,8 @@ class FakeRun:
 
 
 FAKE_ARGS = ("engine=cpu", "slo.ttft_s=2", "slo.tpot_s=1", "--low", "1", "--high", "64")
+# real probes under an SLO no run meets: 400 req/s misses, and the second probe comes
+MISSING_AT_400 = (*SMALL, "slo.ttft_s=1e-9", "--low", "50", "--high", "400")
 
 
 def stopped_search(argv) -> int:
@@ -76,15 +80,16 @@ def test_ctrl_c_out_of_a_probe_stops_with_130_and_an_incomplete_result(
     saved = json.loads((out / "capacity.json").read_text())
     assert saved["complete"] is False
     assert saved["stopped"]["reason"] == "interrupted" and saved["stopped"]["signal"] == "SIGINT"
-    assert saved["stopped"]["cut_short_probe"]["rate"] == 64.0  # the second probe, --high
+    cut = saved["stopped"]["cut_short_probe"]["rate"]
+    assert cut == 8.0  # the second probe: --high (64) missed, then the geometric midpoint
     (fcfs,) = saved["policies"]
     assert (fcfs["status"], fcfs["capacity_req_s"]) == ("incomplete", None)
-    assert [(p["rate"], p["meets_slo"]) for p in fcfs["probes"]] == [(1.0, True)]
-    assert list(pd.read_csv(out / "capacity.csv")["rate"]) == [1.0]  # no row for the cut probe
+    assert [(p["rate"], p["meets_slo"]) for p in fcfs["probes"]] == [(64.0, False)]
+    assert list(pd.read_csv(out / "capacity.csv")["rate"]) == [64.0]  # no row for the cut one
     assert titles and titles[-1].startswith("INCOMPLETE")
     logged = capsys.readouterr()
-    assert "miss" not in logged.out and "rate 64 req/s -> pass" not in logged.out
-    assert "probe 2 of at most 8: policy fcfs, rate 64 req/s -> cut short" in logged.out
+    assert "rate 8 req/s -> pass" not in logged.out and "rate 8 req/s -> miss" not in logged.out
+    assert "probe 2 of at most 8: policy fcfs, rate 8 req/s -> cut short" in logged.out
     assert "exit 130" in logged.err
 
 
@@ -103,14 +108,14 @@ def test_a_signal_in_a_real_probe_stops_the_search(tmp_path, monkeypatch, sig, s
 
     monkeypatch.setattr(FcfsPolicy, "schedule", schedule)
     out = tmp_path / "cap"
-    argv = [*SMALL, "slo.ttft_s=1000", "slo.tpot_s=1000", "--low", "50", "--high", "400"]
-    assert stopped_search([*argv, "--out", str(out)]) == status
+    assert stopped_search([*MISSING_AT_400, "--out", str(out)]) == status
     saved = json.loads((out / "capacity.json").read_text())
     assert saved["complete"] is False and saved["stopped"]["signal"] == sig.name
-    assert saved["stopped"]["cut_short_probe"]["rate"] == 400.0
-    assert [p["rate"] for p in saved["policies"][0]["probes"]] == [50.0]
-    cut = json.loads((out / "fcfs" / "rate_400" / "summary.json").read_text())
-    assert cut["complete"] is False  # the probe really was cut short inside the run
+    cut = saved["stopped"]["cut_short_probe"]
+    assert cut["rate"] == pytest.approx(math.sqrt(50 * 400))
+    assert [p["rate"] for p in saved["policies"][0]["probes"]] == [400.0]
+    summary = json.loads((Path(cut["run_dir"]) / "summary.json").read_text())
+    assert summary["complete"] is False  # the probe really was cut short inside the run
     assert signal.getsignal(signal.SIGTERM) is not capacity._raise_keyboard_interrupt
 
 
@@ -126,20 +131,22 @@ def test_a_probe_that_stalls_is_an_error_of_the_search_not_a_miss(tmp_path, monk
 
     monkeypatch.setattr(FcfsPolicy, "schedule", schedule)
     out = tmp_path / "cap"
-    argv = [*SMALL, "slo.ttft_s=1000", "slo.tpot_s=1000", "--low", "50", "--high", "400"]
-    assert stopped_search([*argv, "--out", str(out)]) == 1
+    assert stopped_search([*MISSING_AT_400, "--out", str(out)]) == 1
     saved = json.loads((out / "capacity.json").read_text())
     stopped = saved["stopped"]
     assert saved["complete"] is False and stopped["reason"] == "probe_incomplete"
-    assert stopped["cut_short_probe"]["rate"] == 400.0
-    assert [p["rate"] for p in saved["policies"][0]["probes"]] == [50.0]
-    error = json.loads((out / "fcfs" / "rate_400" / "summary.json").read_text())["error"]
+    assert stopped["cut_short_probe"]["rate"] == pytest.approx(math.sqrt(50 * 400))
+    assert [p["rate"] for p in saved["policies"][0]["probes"]] == [400.0]
+    run_dir = Path(stopped["cut_short_probe"]["run_dir"])
+    error = json.loads((run_dir / "summary.json").read_text())["error"]
     assert error and stopped["signal"] is None and error in stopped["message"]
     assert error in capsys.readouterr().err
 
 
 def test_policies_searched_before_the_interrupt_keep_their_result(tmp_path, monkeypatch):
-    fake = FakeRun(cut={10: "interrupt"})  # fcfs takes 8 probes; chunked_prefill's second
+    rates = []  # what a whole search of one policy probes (FakeRun: pass iff rate <= 20)
+    capacity.bisect_capacity(lambda r: rates.append(r) or r <= 20, 1.0, 64.0, 6, 0.05)
+    fake = FakeRun(cut={len(rates) + 2: "interrupt"})  # chunked_prefill's second probe
     monkeypatch.setattr(harness.run, "run", fake)
     out = tmp_path / "cap"
     argv = [*FAKE_ARGS, "policy=fcfs,chunked_prefill,static", "--out", str(out)]
@@ -147,7 +154,7 @@ def test_policies_searched_before_the_interrupt_keep_their_result(tmp_path, monk
     saved = json.loads((out / "capacity.json").read_text())
     fcfs, chunked = saved["policies"]
     assert fcfs["status"] == "ok" and fcfs["bracket"][0] <= 20 < fcfs["bracket"][1]
-    assert len(fcfs["probes"]) == 8
+    assert [p["rate"] for p in fcfs["probes"]] == pytest.approx(rates)
     assert (chunked["status"], chunked["capacity_req_s"], len(chunked["probes"])) == (
         "incomplete", None, 1,
     )  # fmt: skip
