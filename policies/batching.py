@@ -132,23 +132,25 @@ def schedule_running(
 
 
 def swap_in_swapped(plan: StepPlan, tokens: TokensFn, chunked: bool = False) -> bool:
-    """Bring swapped requests back in arrival order while seats and KV (keeping the watermark)
-    allow, scheduling their next tokens when the budget does. None comes back in a step that
-    preempts. Returns True if no swapped request is left out."""
+    """Bring swapped requests back in arrival order, each only if it computes in this step:
+    `tokens(plan, r)` (`chunked`: fewer if the free blocks hold fewer) must be at least one and
+    its blocks plus the new ones must fit the free blocks (keeping the watermark), with a seat.
+    A request back without a token would hold its blocks and a seat for nothing. The first that
+    cannot come back keeps those behind it out; none comes back in a step that preempts.
+    Returns True if no swapped request is left out."""
     view = plan.view
     for request in sorted(view.swapped, key=by_importance):
-        need = request.num_blocks + plan.num_new_blocks(request, 1)
         if plan.preempt or plan.num_seats_left < 1:
             return False
-        if need > plan.num_free_blocks - view.watermark_blocks:
+        reserve = request.num_blocks + view.watermark_blocks  # its own blocks come back first
+        n = tokens(plan, request)
+        n = min(n, plan.max_tokens_in_blocks(request, reserve)) if chunked else n
+        if n < 1 or not plan.fits(request, n, reserve_blocks=reserve):
             return False
         plan.swap_in.append(request.request_id)
         plan.num_seats_left -= 1
         plan.num_free_blocks -= request.num_blocks
-        n = tokens(plan, request)
-        n = min(n, plan.max_tokens_in_blocks(request)) if chunked else n
-        if n >= 1 and plan.fits(request, n):
-            plan.schedule(request, n)
+        plan.schedule(request, n)
     return True
 
 

@@ -1,8 +1,8 @@
 """Chunked prefill with stall-free batching (Sarathi-Serve; vLLM v1's default scheduler).
 
 Rule: every step first schedules all running decodes (oldest first), then fills the token budget
-left with chunks of in-progress prefills, then swapped requests coming back (oldest first), then
-chunks of new prompts in arrival order. A chunk is what fits the budget left, the free KV blocks
+left with chunks of in-progress prefills, then swapped requests coming back (oldest first, each
+only if it computes in that step), then chunks of new prompts in arrival order. A chunk is what fits the budget left, the free KV blocks
 (a new prompt is started only if its whole prompt fits them) and, if
 `long_prefill_token_threshold` > 0, that many tokens (so a long prompt cannot take a whole step
 from short ones). At most `max_num_partial_prefills` requests may be left part-way through their

@@ -4,7 +4,8 @@ Rule: running requests first, oldest first, each computing all it has left (a de
 token). If the KV cache cannot hold them, the latest-arrived running request (lowest priority
 first, when a workload sets priorities) is preempted, by recompute or, with `preemption: swap`,
 to the CPU pool while it has room. Swapped requests come back, oldest first, before any new
-admission. Then waiting requests are admitted in arrival order, whole prompts only, while the
+admission, each only in a step with a token and blocks (keeping the watermark) for its next
+decode. Then waiting requests are admitted in arrival order, whole prompts only, while the
 token budget, `max_num_seqs` and the KV cache (keeping the watermark) allow; the first that does
 not fit blocks those behind it (strict FCFS: no skipping ahead). No admission in a step that
 preempts.

@@ -1,11 +1,12 @@
 """Preemption to CPU memory (vLLM v0's `preemption_mode="swap"` over PagedAttention).
 
-Rule: batching is chunked prefill (`ChunkedPrefillPolicy`; `chunked: false` admits whole
-prompts instead). When the KV cache runs out, victims are taken lowest priority first, then
-latest arrival, and their KV blocks are copied to the CPU swap pool (`budget.num_cpu_blocks`)
-instead of being dropped, so they resume without recomputation. Swapped requests come back in
-arrival order, before any new admission, as soon as seats and blocks (keeping the watermark)
-allow. When the CPU pool cannot take a victim it falls back to recompute; that shows in the
+Rule: batching is chunked prefill (`ChunkedPrefillPolicy`, its victim rule included: prefills in
+progress before decodes, then lowest priority, then latest arrival; `chunked: false` admits
+whole prompts instead). A victim's KV blocks are copied to the CPU swap pool
+(`budget.num_cpu_blocks`) instead of being dropped, so it resumes without recomputation.
+Swapped requests come back in arrival order, before any new admission, each only in a step
+whose seats, blocks (keeping the watermark) and token budget let it compute in the step it
+returns. When the CPU pool cannot take a victim it falls back to recompute; that shows in the
 records as a preemption without a swap (`num_preemptions - num_swaps` per request).
 """
 

@@ -42,3 +42,17 @@ def test_swapped_come_back_before_new_admissions():
     view = make_view(swapped=[s], waiting=[make_request_view("w", 1.0)], num_free_blocks=3)
     d = FcfsPolicy(preemption="swap").schedule(view)
     assert d.swap_in == ("s",) and d.num_scheduled_tokens == {"s": 1}
+
+
+def test_a_swapped_request_comes_back_only_in_a_step_that_computes_its_token():
+    # The two running decodes take the whole 2-token budget: 's' back now would take its blocks
+    # and a seat and compute nothing, so it stays swapped. With a third token it returns and
+    # decodes in the same step.
+    running = [make_decode("a", 0.0), make_decode("b", 1.0)]
+    s = make_decode("s", 0.5, num_blocks=3)
+    view = make_view(running=running, swapped=[s], max_num_batched_tokens=2)
+    d = FcfsPolicy(preemption="swap").schedule(view)
+    assert d.swap_in == () and d.num_scheduled_tokens == {"a": 1, "b": 1}
+    view = make_view(running=running, swapped=[s], max_num_batched_tokens=3)
+    d = FcfsPolicy(preemption="swap").schedule(view)
+    assert d.swap_in == ("s",) and d.num_scheduled_tokens == {"a": 1, "b": 1, "s": 1}

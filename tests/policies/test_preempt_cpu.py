@@ -5,7 +5,13 @@ from __future__ import annotations
 from policies.base import Preemption
 from policies.fcfs import FcfsPolicy
 from policies.preempt_cpu import PreemptCpuPolicy
-from tests.policies.conftest import make_decode, make_request_view, make_view, tiny_specs
+from tests.policies.conftest import (
+    make_decode,
+    make_request_view,
+    make_view,
+    recording,
+    tiny_specs,
+)
 
 
 def test_victims_lowest_priority_then_latest_arrival_swap_out():
@@ -34,6 +40,23 @@ def test_swapped_return_in_arrival_order_before_admissions():
     assert d.swap_in == ("s1",) and d.num_scheduled_tokens == {"s1": 1}
 
 
+def test_no_swap_in_when_the_step_has_no_token_left_for_it():
+    # The running prefill's chunk takes the 63 tokens the decode leaves: the swapped decode 's'
+    # stays out (back, it would hold blocks and a seat and compute nothing), and so does the
+    # admission behind it.
+    p = make_request_view("p", 0.0, num_prompt_tokens=300, num_computed_tokens=64)
+    s = make_decode("s", 0.5, num_blocks=3)
+    w = make_request_view("w", 2.0, 8)
+    running = [make_decode("a", 1.0), p]
+    view = make_view(running=running, swapped=[s], waiting=[w], max_num_batched_tokens=64)
+    d = PreemptCpuPolicy().schedule(view)
+    assert d.swap_in == () and d.num_scheduled_tokens == {"a": 1, "p": 63}
+    # A swapped prefill coming back first takes the budget: the decode behind it waits.
+    q = make_request_view("q", 0.0, num_prompt_tokens=300, num_computed_tokens=64)
+    d = PreemptCpuPolicy().schedule(make_view(swapped=[q, s], max_num_batched_tokens=64))
+    assert d.swap_in == ("q",) and d.num_scheduled_tokens == {"q": 64}
+
+
 def _pressure_specs():
     # Up to 8 blocks of 4 tokens each, 5 requests: 40 blocks wanted, 16 on the "GPU".
     return tiny_specs([12, 14, 16, 12, 10], [20] * 5, arrivals=[0, 0, 0, 0.005, 0.01])
@@ -44,8 +67,11 @@ PRESSURE = dict(block_size=4, num_gpu_blocks=16)
 
 def test_swaps_under_pressure_with_zero_recomputation(scenario):
     specs = _pressure_specs()
-    _, requests, steps = scenario(PreemptCpuPolicy(), specs, **PRESSURE)
+    policy = recording(PreemptCpuPolicy())
+    _, requests, steps = scenario(policy, specs, **PRESSURE)
     assert steps.num_swapped_out_blocks.sum() > 0
+    for _, d in policy.log:  # a request swapped in computes in the step it returns
+        assert set(d.swap_in) <= d.num_scheduled_tokens.keys()
     assert steps.num_swapped_in_blocks.sum() == steps.num_swapped_out_blocks.sum()
     assert (requests.num_preemptions == requests.num_swaps).all()  # every preemption a swap
     assert steps.num_prefill_tokens.sum() == sum(s.num_prompt_tokens for s in specs)
