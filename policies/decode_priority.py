@@ -4,8 +4,12 @@ Rule: every running decode runs every step, oldest first. Waiting prompts are ad
 in arrival order, only into the token budget and seats left after the decodes, and only if the
 KV cache can hold them at their *full* length (prompt + max output) on top of what every running
 request will still grow by (TensorRT-LLM's GUARANTEED_NO_EVICT): so a decode is never stalled
-or preempted for want of blocks. With `skip_ahead` (the default) a prompt that does not fit is
-passed over for later, shorter ones instead of blocking them. `reserve_full_length: false`
+or preempted for want of blocks. As in GUARANTEED_NO_EVICT, the first waiting prompt that does
+not fit stops admission for the step, so a large prompt at the head is not passed by later small
+ones (TensorRT-LLM's `GuaranteedNoEvictScheduler` breaks at the first pending request without
+enough blocks, `cpp/tensorrt_llm/batch_manager/capacityScheduler.cpp`). `skip_ahead: true`
+(opt-in) passes over it for later, shorter ones instead, which can starve a large prompt behind
+a stream of small ones. `reserve_full_length: false`
 admits on the blocks needed now (like fcfs), and then the KV cache can run out: the latest
 arrival is preempted (`preemption: recompute | swap`).
 Keeps ITL flat; a new prompt waits for room, so TTFT grows under load.
@@ -28,7 +32,7 @@ class DecodePriorityPolicy(FcfsPolicy):
 
     def __init__(
         self,
-        skip_ahead: bool = True,
+        skip_ahead: bool = False,
         reserve_full_length: bool = True,
         preemption: str = "recompute",
     ) -> None:

@@ -13,10 +13,28 @@ def test_prompts_only_in_the_budget_left_by_decodes():
         waiting=[make_request_view("long", 1.0, 100), make_request_view("short", 2.0, 20)],
         max_num_batched_tokens=100,
     )
+    # By default the first prompt that does not fit stops admission (GUARANTEED_NO_EVICT).
     d = DecodePriorityPolicy().schedule(view)
-    assert d.num_scheduled_tokens == {**{f"d{i}": 1 for i in range(4)}, "short": 20}
-    strict = DecodePriorityPolicy(skip_ahead=False).schedule(view)
-    assert strict.num_scheduled_tokens == {f"d{i}": 1 for i in range(4)}
+    assert d.num_scheduled_tokens == {f"d{i}": 1 for i in range(4)}
+    skip = DecodePriorityPolicy(skip_ahead=True).schedule(view)
+    assert skip.num_scheduled_tokens == {**{f"d{i}": 1 for i in range(4)}, "short": 20}
+
+
+def test_a_large_prompt_at_the_head_is_not_passed_by_later_small_ones(scenario):
+    # r0 and r1 reserve 17 of the 48 blocks each (8 + 60 tokens of 4); the large r2 (60 + 40
+    # tokens: 25 blocks) waits for one of them to finish. The small r3..r5 (2 blocks each) would
+    # fit at once, but arrived after r2.
+    specs = tiny_specs(
+        [8, 8, 60, 4, 4, 4], [60, 60, 40, 4, 4, 4], arrivals=[0, 0, 0.005, 0.01, 0.02, 0.03]
+    )
+    _, requests, _ = scenario(
+        DecodePriorityPolicy(), specs, block_size=4, num_gpu_blocks=48, max_num_batched_tokens=128
+    )
+    large = requests.loc["r2", "first_scheduled_s"]
+    assert large > requests.loc["r3", "arrival_s"]  # r2 did wait while r3 was there
+    later = requests.loc[["r3", "r4", "r5"], "first_scheduled_s"]
+    assert (later >= large).all(), later.to_dict()
+    assert (requests.status == "finished").all()
 
 
 def test_never_stalls_a_decode_in_the_engine(scenario):
