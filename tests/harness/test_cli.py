@@ -223,3 +223,24 @@ def test_a_rate_sweep_runs_into_two_named_folders(tmp_path):
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir())
     assert names == ["0_workload.arrival.rate=50", "1_workload.arrival.rate=100"]
+
+
+def test_log_progress_is_a_line_at_start_per_interval_and_at_the_end():
+    import io
+
+    from harness.progress import LogProgress, Progress, make_progress
+
+    stream = io.StringIO()  # not a terminal
+    progress = make_progress(10, stream=stream, interval_s=0.0)
+    assert isinstance(progress, LogProgress)
+    for k in range(3):
+        progress.update(k, 1, 9 - k, step=k)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("serving 10 requests") and len(lines) == 5
+    assert "2/10 requests done" in lines[-1] and "7 waiting" in lines[-1]
+    quiet = io.StringIO()
+    progress = make_progress(10, stream=quiet, interval_s=3600)
+    progress.update(5, 1, 4, step=5)
+    assert len(quiet.getvalue().splitlines()) == 1
+    assert type(make_progress(10, enabled=False, stream=quiet)) is Progress  # prints nothing
