@@ -25,9 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-# On the cpu engine a probe of a default workload (200 requests: 200 s of arrivals alone at
-# 1 req/s) makes a two-policy search take well over ten minutes. Unless the user sizes the
-# workload (`workload.num_requests`), cpu probes serve this many requests instead.
+# On the cpu engine a default workload (200 requests) makes the README's two-policy search
+# take over ten minutes. Unless the user sizes the workload (`workload.num_requests`), cpu
+# probes serve this many: a smoke-size search of minutes. Fewer would be faster and wrong:
+# with 16, every request of a 64 req/s probe was in flight at once and fcfs "met" the SLO
+# there (>= 64 req/s) where 200 requests put it near 5 req/s. A short probe still overstates
+# a capacity that queueing limits: its backlog has less time to grow past slo.ttft_s.
 CPU_PROBE_NUM_REQUESTS = 48
 EXIT_PROBE_INCOMPLETE = 1  # a probe's run ended incomplete for a reason other than a signal
 
@@ -234,8 +237,14 @@ class Search:
     """The probes of one search, in order: the progress line per probe, and where the search
     stands when it is stopped (the probe under way, the policy being bisected)."""
 
-    def __init__(self, overrides: Sequence[str], args, out_dir: Path, policies, signals) -> None:
-        self.overrides, self.args, self.out_dir, self.signals = overrides, args, out_dir, signals
+    def __init__(
+        self, overrides: Sequence[str], args, out_dir: Path, policies, signals,
+        probe_defaults: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        self.overrides = [*overrides, *probe_defaults]  # a probe's: the user's, then the search's
+        self.probe_defaults = list(probe_defaults)
+        self.smoke_size = f"workload.num_requests={CPU_PROBE_NUM_REQUESTS}" in probe_defaults
+        self.args, self.out_dir, self.signals = args, out_dir, signals
         self.policies = list(policies)
         bound = max_probes(args.low, args.high, args.iters, args.rel_tol)
         self.max_num_probes = len(self.policies) * bound
@@ -316,17 +325,19 @@ def _log(line: str) -> None:
 
 def write_outputs(
     results: list[Capacity], slo: dict, out_dir: Path, stopped: dict | None = None,
-    not_searched: Sequence[str] = (),
+    not_searched: Sequence[str] = (), probe_defaults: Sequence[str] = (),
 ) -> None:  # fmt: skip
     """capacity.json (per policy, with probes), capacity.csv (a row per probe), capacity.png.
 
     `stopped` (the search was cut short: why, and the probe under way) marks all three
-    incomplete; the plot is left out when no probe finished."""
+    incomplete; the plot is left out when no probe finished. `probe_defaults`: the overrides
+    the search added to every probe (`probe_defaults()`), so the file says what was run."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "complete": stopped is None,
         "stopped": stopped,
         "slo": slo,
+        "probe_defaults": list(probe_defaults),
         "policies": [asdict(r) for r in results],
         "not_searched": list(not_searched),
     }
@@ -426,8 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
             "The SLOs are the run config's slo.ttft_s and slo.tpot_s (default "
             f"{slo.ttft_s} s and {slo.tpot_s} s).\n"
             "On the cpu engine, unless workload.num_requests is given, each probe serves\n"
-            f"workload.num_requests={CPU_PROBE_NUM_REQUESTS} (a search of minutes, not hours; "
-            "its P99 is near the maximum).\n"
+            f"workload.num_requests={CPU_PROBE_NUM_REQUESTS}: a smoke-size search of minutes "
+            "that overstates a capacity\nqueueing limits; set workload.num_requests to measure.\n"
+            "Probes go from --high down; --low is probed only when no rate above it passed.\n"
             "Exit status: 0 done; 130 (SIGINT) or 143 (SIGTERM) interrupted; 1 a probe's run\n"
             "ended incomplete (stall, device fault). capacity.json says complete: false then."
         ),
@@ -461,16 +473,8 @@ def main(argv: Sequence[str] | None = None) -> list[Capacity]:
     slo = {"ttft_s": cfg.slo.ttft_s, "tpot_s": cfg.slo.tpot_s}
     stopped = None
     with _SignalWatch() as signals:
-        search = Search([*overrides, *extra], args, out, policies, signals)
-        _log(
-            f"capacity search: {', '.join(policies)} over [{args.low:g}, {args.high:g}] req/s, "
-            f"at most {search.max_num_probes} probes; SLO P99 TTFT <= {slo['ttft_s']} s, "
-            f"P99 TPOT <= {slo['tpot_s']} s; -> {out}"
-        )
-        if extra:
-            _log(
-                f"the search's own defaults for each probe (set a key to change it): {' '.join(extra)}"
-            )
+        search = Search(overrides, args, out, policies, signals, extra)
+        _announce(search, slo, cfg.workload.get("num_requests"))
         try:
             search.run_all()
         except SearchStopped as exc:
@@ -484,7 +488,30 @@ def main(argv: Sequence[str] | None = None) -> list[Capacity]:
     if stopped is not None:
         _write_stopped(search, slo, out, stopped)
         sys.exit(stopped.exit_code)
-    write_outputs(search.results, slo, out)
+    write_outputs(search.results, slo, out, probe_defaults=extra)
+    _print_results(search)
+    return search.results
+
+
+def _announce(search: Search, slo: dict, num_requests: int | None) -> None:
+    """What the search will do, and the defaults it chose for the probes."""
+    a = search.args
+    _log(
+        f"capacity search: {', '.join(search.policies)} over [{a.low:g}, {a.high:g}] req/s, at "
+        f"most {search.max_num_probes} probes; SLO P99 TTFT <= {slo['ttft_s']} s, P99 TPOT <= "
+        f"{slo['tpot_s']} s; -> {search.out_dir}"
+    )
+    if search.probe_defaults:
+        _log(f"added to every probe (set the key to change it): {' '.join(search.probe_defaults)}")
+    if search.smoke_size:
+        _log(
+            f"  cpu engine: {CPU_PROBE_NUM_REQUESTS} requests per probe, not the workload's "
+            f"{num_requests}, so that the search takes minutes; short probes overstate a "
+            "capacity that queueing limits: set workload.num_requests to measure one"
+        )
+
+
+def _print_results(search: Search) -> None:
     for r in search.results:
         print(f"{r.policy}: capacity {r.capacity_req_s} req/s ({r.status}, bracket {r.bracket})")
         if any(p.burst and p.rate == r.capacity_req_s for p in r.probes):
@@ -492,8 +519,12 @@ def main(argv: Sequence[str] | None = None) -> list[Capacity]:
                 f"{r.policy}: capacity {r.capacity_req_s} req/s rests on a burst (every request "
                 "of that probe was in the system at once); raise workload.num_requests"
             )
-    print(f"results: {out}")
-    return search.results
+    if search.smoke_size:
+        print(
+            f"(smoke-size probes of {CPU_PROBE_NUM_REQUESTS} requests on the cpu engine: an "
+            "upper estimate; set workload.num_requests to measure)"
+        )
+    print(f"results: {search.out_dir}")
 
 
 def _write_stopped(search: Search, slo: dict, out: Path, stopped: SearchStopped) -> None:
@@ -514,7 +545,7 @@ def _write_stopped(search: Search, slo: dict, out: Path, stopped: SearchStopped)
     }
     searched = {r.policy for r in search.results}
     not_searched = [p for p in search.policies if p not in searched]
-    write_outputs(search.results, slo, out, record, not_searched)
+    write_outputs(search.results, slo, out, record, not_searched, search.probe_defaults)
     print(f"capacity search stopped, {message}; exit {stopped.exit_code}", file=sys.stderr)
     print(f"partial results (capacity.json: complete false): {out}", file=sys.stderr)
 

@@ -4,6 +4,7 @@ the smaller probe workload on the cpu engine unless the user sizes it."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 
@@ -86,13 +87,20 @@ def test_cpu_probes_serve_the_smaller_workload_unless_sized(monkeypatch, capsys,
     default = capacity.compose([])[0].workload.num_requests
     assert default > capacity.CPU_PROBE_NUM_REQUESTS  # or the cpu default changes nothing
 
+    smoke = f"workload.num_requests={capacity.CPU_PROBE_NUM_REQUESTS}"
     sizes = _probe_sizes(monkeypatch, *FAKE_ARGS, *out)  # FAKE_ARGS has engine=cpu
     assert set(sizes) == {capacity.CPU_PROBE_NUM_REQUESTS}
-    assert f"workload.num_requests={capacity.CPU_PROBE_NUM_REQUESTS}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert smoke in printed.splitlines()[1]  # said at the start, and at the end
+    assert "smoke-size probes" in printed.splitlines()[-2]
+    assert smoke in json.loads((tmp_path / "capacity.json").read_text())["probe_defaults"]
 
     sizes = _probe_sizes(monkeypatch, *FAKE_ARGS, "workload.num_requests=40", *out)
     assert set(sizes) == {40}
-    assert "workload.num_requests=" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "workload.num_requests=" not in printed and "smoke" not in printed
+    added = json.loads((tmp_path / "capacity.json").read_text())["probe_defaults"]
+    assert not [o for o in added if o.startswith("workload.")]
 
     cuda = [a if a != "engine=cpu" else "engine=cuda" for a in FAKE_ARGS]
     sizes = _probe_sizes(monkeypatch, *cuda, *out)
