@@ -75,7 +75,9 @@ class ModelConfig:
 
 @dataclass
 class BudgetConfig:
-    max_num_batched_tokens: int = 2048  # tokens computed in one step, all requests together
+    # tokens computed in one step, all requests together; null: 2048 for a policy that chunks
+    # prompts, max(2048, the longest request) for one that does not (vLLM's rule, see run.py)
+    max_num_batched_tokens: int | None = None
     max_num_seqs: int = 256  # requests holding KV blocks at once
     block_size: int = 16  # tokens per KV block
     num_gpu_blocks: int | None = None  # KV cache size in blocks; default: sized from memory
@@ -301,7 +303,7 @@ def validate(cfg) -> None:
     if e.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"engine.dtype={e.dtype!r}: use auto, float32, bfloat16 or float16")
     for key in ("max_num_batched_tokens", "max_num_seqs", "block_size"):
-        if b[key] < 1:
+        if b[key] is not None and b[key] < 1:
             raise ConfigError(f"budget.{key}={b[key]} must be >= 1")
     if b.block_size & (b.block_size - 1):
         raise ConfigError(f"budget.block_size={b.block_size} must be a power of two")

@@ -16,6 +16,10 @@ class WallClock:
     def __init__(self) -> None:
         self._t0 = time.perf_counter()
 
+    def start(self) -> None:
+        """Time 0 of the serving clock: call it once everything is built and warm."""
+        self._t0 = time.perf_counter()
+
     def now(self) -> float:
         return time.perf_counter() - self._t0
 
@@ -25,7 +29,7 @@ class WallClock:
             time.sleep(delay)
 
     def advance_step(self, batch) -> None:
-        """Wall time moves by itself."""
+        """Wall time moves by itself (the step's device time is measured, not modelled)."""
 
     def advance_swap(self, num_blocks: int) -> None:
         """Wall time moves by itself."""
@@ -46,15 +50,21 @@ class VirtualClock:
         self.step_s, self.per_token_s = step_s, per_token_s
         self.per_context_token_s, self.per_swap_block_s = per_context_token_s, per_swap_block_s
 
+    def start(self) -> None:
+        self.t = 0.0
+
     def now(self) -> float:
         return self.t
 
     def wait_until(self, t: float) -> None:
         self.t = max(self.t, t)
 
-    def advance_step(self, batch) -> None:
+    def advance_step(self, batch) -> float:
+        """Charge the step's modelled cost; returns it (the step's device time, virtually)."""
         cost = self.step_s + self.per_token_s * (batch.num_tokens)
-        self.t += cost + self.per_context_token_s * float(batch.seq_lens.sum())
+        cost += self.per_context_token_s * float(batch.seq_lens.sum())
+        self.t += cost
+        return cost
 
     def advance_swap(self, num_blocks: int) -> None:
         self.t += self.per_swap_block_s * num_blocks

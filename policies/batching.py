@@ -58,8 +58,17 @@ class StepPlan:
         num_blocks = request.num_blocks + self.num_free_blocks - reserve_blocks
         return max(0, num_blocks * self.view.block_size - request.num_computed_tokens)
 
+    def within_budget(self, num_tokens: int) -> bool:
+        """Whether `num_tokens` more fit the step's token budget. A computation longer than the
+        whole budget (a whole prompt under a policy that does not split them) fits only alone,
+        in a step that has nothing else: the engine runs it rather than reject the request."""
+        if num_tokens <= self.num_tokens_left:
+            return True
+        alone = not (self.scheduled or self.padding)
+        return alone and num_tokens > self.view.max_num_batched_tokens
+
     def fits(self, request: RequestView, num_tokens: int, reserve_blocks: int = 0) -> bool:
-        return num_tokens <= self.num_tokens_left and (
+        return self.within_budget(num_tokens) and (
             self.num_new_blocks(request, num_tokens) <= self.num_free_blocks - reserve_blocks
         )
 
@@ -92,7 +101,7 @@ class StepPlan:
 def whole(plan: StepPlan, request: RequestView) -> int:
     """All the request has left to compute (a decode is one token), or 0 if over budget."""
     n = request.num_uncomputed_tokens
-    return n if n <= plan.num_tokens_left else 0
+    return n if plan.within_budget(n) else 0
 
 
 def schedule_running(

@@ -30,6 +30,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 COLUMNS = ("policy", "finished", "rejected", "aborted", "kv_blocks", "preempt", "pad_tok",
            "out_tok/s", "total_tok/s", "req/s")  # fmt: skip
 LATENCY_COLUMNS = (("ttft_s", "p50"), ("ttft_s", "p99"), ("itl_s", "p99"), ("e2e_s", "p99"))
+KV_TOLERANCE = 0.02  # KV caches within 2% of each other count as the same
 THROUGHPUTS = ("output_throughput_tok_s", "total_throughput_tok_s", "request_throughput_req_s")
 
 
@@ -112,7 +113,10 @@ def kv_cache_warning(summaries: dict[str, dict]) -> str | None:
     """A loud line when the runs had KV caches of different sizes: their preemptions, queueing
     and throughput then differ for a reason that is not the policy."""
     blocks = {p: s.get("num_gpu_blocks") for p, s in summaries.items()}
-    if len(set(blocks.values())) < 2:
+    sizes = [b for b in blocks.values() if b]
+    # A larger step budget's measured activations take a few hundred blocks (under 1% on an
+    # H200): that is the configuration's own cost, not an accident of the run order.
+    if not sizes or min(sizes) >= (1 - KV_TOLERANCE) * max(sizes):
         return None
     which = ", ".join(f"{p}: {b}" for p, b in blocks.items())
     return (

@@ -108,5 +108,5 @@ def test_runs_with_different_kv_caches_are_called_out(script, monkeypatch, capsy
     header = cells(out, "policy")
     assert dict(zip(header, cells(out, "fcfs"), strict=True))["kv_blocks"] == "28000"
     assert "WARNING: the runs had different KV caches" in out
-    summaries["chunked_prefill"]["num_gpu_blocks"] = 28000
+    summaries["chunked_prefill"]["num_gpu_blocks"] = 27800  # a larger budget's activations
     assert "different KV caches" not in compare(script, monkeypatch, capsys, summaries)
