@@ -221,7 +221,7 @@ class Engine:
             return RequestView(
                 r.request_id, r.arrival_s, r.spec.priority, r.num_prompt_tokens, r.num_tokens,
                 r.num_computed_tokens, r.num_output_tokens, r.spec.max_output_tokens,
-                len(table.get(r.request_id, ())), r.num_preemptions,
+                len(table.get(r.request_id, ())), r.num_preemptions, r.spec.tenant,
             )  # fmt: skip
 
         return SchedulerView(

@@ -26,6 +26,7 @@ class RequestView:
     max_output_tokens: int
     num_blocks: int  # KV blocks held (on the GPU, or on the CPU when swapped)
     num_preemptions: int
+    tenant: str = "default"  # who sent it (fairness policies serve tenants, not requests)
 
     @property
     def num_uncomputed_tokens(self) -> int:
