@@ -12,23 +12,11 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from harness.records import Recorder  # noqa: F401  (re-exported: the engine's step recorder)
 from harness.request import Request, RequestStatus
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 LATENCIES = ("ttft_s", "tpot_s", "itl_s", "e2e_s", "queue_wait_s")
-
-
-class Recorder:
-    """Collects one row per step; the engine calls `on_step` after every iteration."""
-
-    def __init__(self) -> None:
-        self.steps: list[dict] = []
-
-    def on_step(self, **row) -> None:
-        self.steps.append(row)
-
-    def steps_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.steps)
 
 
 def requests_frame(requests: Iterable[Request]) -> pd.DataFrame:

@@ -31,6 +31,9 @@ class ManualClock:
     def __init__(self, tick: float = 0.0) -> None:
         self.t, self.tick = 0.0, tick
 
+    def start(self) -> None:
+        self.t = 0.0
+
     def now(self) -> float:
         self.t += self.tick
         return self.t

@@ -15,13 +15,8 @@ import pandas as pd
 
 from harness.loggers.local import LocalLogger
 from harness.metrics import inter_token_latencies
+from harness.records import STEP_SERIES
 
-# Per-step columns of steps.parquet logged as W&B series (x axis: `step/step`).
-STEP_SERIES = (
-    "duration_s", "num_prefill_tokens", "num_decode_tokens", "num_padding_tokens",
-    "num_running", "num_waiting", "num_swapped", "num_kv_blocks_used", "num_preempted",
-    "num_swapped_out_blocks", "num_swapped_in_blocks",
-)  # fmt: skip
 CDF_POINTS = 200  # points per latency CDF line
 
 

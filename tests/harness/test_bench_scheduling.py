@@ -52,4 +52,4 @@ def test_bench_decode_step_256_running(benchmark):
     benchmark(engine.step)
     assert engine.num_steps > before
     last = engine.recorder.steps[-1]
-    assert last["num_decode_tokens"] == 256 and last["num_prefill_tokens"] == 0
+    assert last.num_decode_tokens == 256 and last.num_prefill_tokens == 0

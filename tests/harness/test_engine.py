@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.batch import PLACEHOLDER_TOKEN
 from harness.engine import DecisionError
 from harness.request import RequestStatus
 from policies.base import Decision, Policy, Preemption, SchedulerView
@@ -129,3 +130,22 @@ def test_greedy_sampling_of_bf16_logits_matches_their_float32_argmax():
     # sampling proper works in float32 and stays in range
     drawn = sample(logits, 0.7, 0.9, gen)
     assert drawn.dtype == torch.long and bool(((drawn >= 0) & (drawn < 1000)).all())
+
+
+def test_a_request_is_finished_exactly_when_its_last_token_is_on_the_host():
+    """Pipelined, a step's tokens reach the host one step later: until then its requests are
+    not finished (their last output is a placeholder), and once finished nothing is pending."""
+    engine = make_engine(FcfsPolicy(), num_gpu_blocks=32, max_num_seqs=4)
+    engine.pipelined = True  # forced: the cpu runner would turn it off (it cannot overlap)
+    for spec in make_specs([5, 9, 3], [3, 1, 4]):
+        engine.add_request(spec)
+    seen_pending_finish = False
+    while engine.has_unfinished:
+        assert engine.step()
+        for r in engine.requests.values():
+            pending = PLACEHOLDER_TOKEN in r.output_ids
+            done = r.num_output_tokens == r.spec.max_output_tokens
+            assert (r.status is RequestStatus.FINISHED) == (done and not pending)
+            seen_pending_finish |= done and pending
+    assert seen_pending_finish  # the pipelined window was exercised
+    assert all(r.status is RequestStatus.FINISHED for r in engine.requests.values())

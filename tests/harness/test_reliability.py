@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 import harness.executors.model_runner as model_runner
+from harness.decisions import check_decision as engine_check
 from harness.run import run
 from policies.base import RequestView, SchedulerView
 from tests.conftest import CONF_DIR
@@ -40,17 +41,22 @@ def _accounting_holds(folder: Path, n: int) -> dict:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_writes_partial_results_and_exits_nonzero(tmp_path, sig):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", *SMALL, "workload.num_requests=400",
-         "workload.arrival.rate=20", f"hydra.run.dir={tmp_path}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while not (tmp_path / ".hydra").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(6)  # model built, serving under way (400 requests at 20/s take ~20 s)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    log = tmp_path.parent / f"{tmp_path.name}.stderr"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", *SMALL, "workload.num_requests=400",
+             "workload.arrival.rate=20", "engine.progress=true", f"hydra.run.dir={tmp_path}"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )  # fmt: skip
+        # Wait until serving has started (the progress log's first line), however long the
+        # start-up takes on a loaded machine, then let a few requests finish.
+        deadline = time.time() + 180
+        while "serving 400 requests" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)
+        proc.send_signal(sig)
+        proc.communicate(timeout=120)
+    err = log.read_text()
     assert proc.returncode == 128 + sig, err  # 130 for SIGINT, 143 for SIGTERM
     assert "interrupted at step" in err
     summary = _accounting_holds(tmp_path, 400)
@@ -183,4 +189,6 @@ def test_policy_decisions_are_valid_on_random_views(policy_file, data):
     # Static batching remembers the batch it started: a fresh instance can only face a view with
     # nothing in flight (it checks the running set against that memory and raises otherwise).
     view = data.draw(views(fresh=policy_file.stem == "static"))
-    check_decision(view, policy.schedule(view), policy.bounded_by_token_budget)
+    decision = policy.schedule(view)
+    check_decision(view, decision, policy.bounded_by_token_budget)  # the rules, restated here
+    engine_check(view, decision, policy.name, policy.bounded_by_token_budget)  # the engine's own

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.executors.base import split_batch
+from harness.batch import build_batch, split_batch
 from policies.fcfs import FcfsPolicy
 from policies.static import StaticPolicy
 from tests.conftest import make_engine, make_model, make_specs, run_to_completion
@@ -36,7 +36,7 @@ def test_pieces_cover_the_batch_in_order():
         engine.add_request(s)
     decision = engine.policy.schedule(engine._view(0.0))
     applied = engine._apply(decision)
-    batch = engine._prepare(applied.scheduled, decision.padding)
+    batch = build_batch(applied.scheduled, decision.padding, 0, engine.kv.block_tables, 16)
     pieces = split_batch(batch, 40)
     assert [p.num_tokens for p in pieces] == [40, 40, 40, 15]
     assert np.array_equal(np.concatenate([p.positions for p in pieces]), batch.positions)

@@ -17,11 +17,13 @@ def test_running_decode_then_whole_prompts_in_order():
 
 
 def test_head_of_line_prompt_blocks_shorter_ones_behind_it():
-    view = make_view(
-        waiting=[make_request_view("b", 1.0, 400), make_request_view("c", 2.0, 50)],
-        max_num_batched_tokens=300,
-    )
-    assert FcfsPolicy().schedule(view).num_scheduled_tokens == {}
+    waiting = [make_request_view("b", 1.0, 400), make_request_view("c", 2.0, 50)]
+    a = make_decode("a", 0.0, num_prompt_tokens=20, outputs=2)
+    view = make_view(running=[a], waiting=waiting, max_num_batched_tokens=300)
+    assert FcfsPolicy().schedule(view).num_scheduled_tokens == {"a": 1}  # c waits behind b
+    # b is longer than any step: it runs alone once nothing else runs, c still behind it
+    view = make_view(waiting=waiting, max_num_batched_tokens=300)
+    assert FcfsPolicy().schedule(view).num_scheduled_tokens == {"b": 400}
 
 
 def test_latest_arrival_preempted_when_kv_runs_out():

@@ -14,10 +14,16 @@ def test_admissible_prompt_stalls_running_decodes():
 
 
 def test_decode_step_when_no_prompt_fits():
-    view = make_view(
-        running=[make_decode("a")], waiting=[make_request_view("c", num_prompt_tokens=600)]
-    )
+    # c's 600 tokens need 38 KV blocks; 10 are free
+    waiting = [make_request_view("c", num_prompt_tokens=600)]
+    view = make_view(running=[make_decode("a")], waiting=waiting, num_free_blocks=10)
     assert PrefillPriorityPolicy().schedule(view).num_scheduled_tokens == {"a": 1}
+
+
+def test_a_prompt_longer_than_the_budget_is_a_prefill_step_of_its_own():
+    waiting = [make_request_view("c", num_prompt_tokens=600)]
+    view = make_view(running=[make_decode("a")], waiting=waiting, max_num_batched_tokens=512)
+    assert PrefillPriorityPolicy().schedule(view).num_scheduled_tokens == {"c": 600}
 
 
 def test_arrival_stalls_decodes_in_the_engine(scenario):

@@ -1,0 +1,179 @@
+"""The flat varlen batch a step executes, built from the applied decision: decode rows first,
+then prefill chunks, then padding rows. The engine builds it; executors run it (and may split it
+into several forward passes). Nothing here sees the policy or the clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from harness.request import Request
+    from policies.base import Padding
+
+PLACEHOLDER_TOKEN = -1  # an output token sampled on the device, not yet on the host
+
+
+@dataclass
+class Batch:
+    """One step's tokens, flattened: sequences concatenated, no padding between them."""
+
+    input_ids: np.ndarray  # [num_tokens] int64
+    positions: np.ndarray  # [num_tokens] int64
+    slot_mapping: np.ndarray  # [num_tokens] int64, flat cache slot of each token
+    query_start_loc: np.ndarray  # [num_seqs + 1] int32, cumulative query lengths
+    seq_lens: np.ndarray  # [num_seqs] int32, context length incl. this step's tokens
+    block_tables: np.ndarray  # [num_seqs, max_num_blocks] int32 (0-padded)
+    logits_indices: np.ndarray  # [num_sampled] int64, rows whose next token is sampled
+    max_query_len: int
+    max_seq_len: int
+    num_padding_tokens: int = 0  # extra rows to execute and discard (static batching)
+    num_decode_seqs: int = 0  # the first this many sequences are single-token decodes
+    max_decode_seq_len: int = 0
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    # [num_tokens] int64 or None: for a row >= 0, its input id is row `feed[i]` of the previous
+    # step's sampled ids, still on the device (pipelined engine); input_ids[i] is a placeholder
+    feed: np.ndarray | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.seq_lens)
+
+
+def decode_first(scheduled: list[tuple[Request, int]]) -> tuple[list[tuple[Request, int]], int]:
+    """The scheduled (request, tokens) rows with single-token decodes first (the attention
+    kernels take them as one cheap group), and how many decodes there are."""
+    is_decode = [n == 1 and r.num_output_tokens > 0 and r.num_uncomputed_tokens == 1
+                 for r, n in scheduled]  # fmt: skip
+    decodes = [x for x, d in zip(scheduled, is_decode, strict=True) if d]
+    return decodes + [x for x, d in zip(scheduled, is_decode, strict=True) if not d], len(decodes)
+
+
+def build_batch(
+    scheduled: list[tuple[Request, int]],
+    padding: tuple[Padding, ...],
+    num_decode: int,
+    block_tables: dict[str, list[int]],
+    block_size: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> Batch:
+    """Flatten the scheduled chunks (the first `num_decode` are decodes), then any padding
+    rows, into one varlen batch.
+
+    Padding rows are real work (token 0, slot -1 so nothing is stored, block table of block
+    0 so their attention reads `context_len` cached positions) whose outputs are dropped.
+    """
+    bs = block_size
+    lens = np.array([n for _, n in scheduled] + [p.num_tokens for p in padding], dtype=np.int64)
+    num_seqs = len(lens)
+    query_start_loc = np.zeros(num_seqs + 1, dtype=np.int32)
+    np.cumsum(lens, out=query_start_loc[1:])
+    num_tokens = int(query_start_loc[-1])
+    input_ids = np.zeros(num_tokens, dtype=np.int64)
+    positions = np.empty(num_tokens, dtype=np.int64)
+    slot_mapping = np.full(num_tokens, -1, dtype=np.int64)
+    seq_lens = np.empty(num_seqs, dtype=np.int32)
+    tables = [block_tables[r.request_id] for r, _ in scheduled]
+    width = max([len(t) for t in tables] + [-(-p.context_len // bs) for p in padding])
+    table_array = np.zeros((num_seqs, width), dtype=np.int32)
+    table_lens = [len(t) for t in tables]
+    flat = np.fromiter(chain.from_iterable(tables), dtype=np.int32, count=sum(table_lens))
+    rows = np.repeat(np.arange(len(tables)), table_lens)
+    cols = np.arange(len(flat)) - np.repeat(np.cumsum(table_lens) - table_lens, table_lens)
+    table_array[rows, cols] = flat
+    # Decode rows (first `num_decode`): one token at position num_computed_tokens, sampled.
+    d = num_decode
+    dec_pos = [r.num_computed_tokens for r, _ in scheduled[:d]]
+    positions[:d] = dec_pos
+    input_ids[:d] = [r.output_ids[-1] for r, _ in scheduled[:d]]
+    slot_mapping[:d] = [t[p // bs] * bs + p % bs for t, p in zip(tables, dec_pos, strict=False)]
+    seq_lens[:d] = positions[:d] + 1
+    logits_indices = list(range(d))
+    for i in range(d, len(scheduled)):  # prefill chunks (and recomputes)
+        r, n = scheduled[i]
+        a, b, start = query_start_loc[i], query_start_loc[i + 1], r.num_computed_tokens
+        input_ids[a:b] = r.token_ids(start, start + n)
+        pos = np.arange(start, start + n)
+        positions[a:b] = pos
+        slot_mapping[a:b] = table_array[i][pos // bs].astype(np.int64) * bs + pos % bs
+        seq_lens[i] = start + n
+        if start + n == r.num_tokens:  # the chunk reaches the end: sample the next token
+            logits_indices.append(b - 1)
+    for j, p in enumerate(padding, start=len(scheduled)):
+        positions[query_start_loc[j] : query_start_loc[j + 1]] = np.arange(
+            p.context_len - p.num_tokens, p.context_len
+        )
+        seq_lens[j] = p.context_len
+    # Only decode rows can read a token still on the device: a preempted request is never
+    # rescheduled in the step that preempts it, so a recomputed prompt's tokens are all known.
+    assert not (input_ids[num_decode:] == PLACEHOLDER_TOKEN).any()
+    return Batch(
+        input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
+        query_start_loc=query_start_loc, seq_lens=seq_lens, block_tables=table_array,
+        logits_indices=np.asarray(logits_indices, dtype=np.int64),
+        max_query_len=int(lens.max()), max_seq_len=int(seq_lens.max()),
+        num_padding_tokens=int(sum(p.num_tokens for p in padding)),
+        num_decode_seqs=num_decode,
+        max_decode_seq_len=int(seq_lens[:num_decode].max()) if num_decode else 0,
+        temperature=temperature, top_p=top_p,
+    )  # fmt: skip
+
+
+def feed_rows(
+    batch: Batch, scheduled: list[tuple[Request, int]], prev_sampled: list[tuple[Request, int]]
+) -> np.ndarray | None:
+    """For a pipelined step: decode rows whose input is a token the previous step sampled and
+    that is still on the device -> its row in that step's sampled ids (`Batch.feed`); those
+    rows' input ids become 0 placeholders. None if no row needs one."""
+    ids = batch.input_ids[: batch.num_decode_seqs]
+    waiting = np.flatnonzero(ids == PLACEHOLDER_TOKEN)
+    if not len(waiting):
+        return None
+    row_of = {r.request_id: k for k, (r, _) in enumerate(prev_sampled)}
+    feed = np.full(batch.num_tokens, -1, dtype=np.int64)
+    feed[waiting] = [row_of[scheduled[i][0].request_id] for i in waiting]
+    ids[waiting] = 0
+    return feed
+
+
+def split_batch(batch: Batch, max_tokens: int | None) -> list[Batch]:
+    """`batch` as consecutive pieces of at most `max_tokens` tokens, each one forward pass, run in
+    order. A sequence cut between pieces continues in the next one over the K/V its first part
+    stored (as a prefill chunk does), so the pieces compute exactly what the batch does; the
+    sampled rows of the pieces, concatenated, are the batch's `logits_indices` in order.
+    Padding rows (nothing stored) cut in two attend over unwritten slots in their second part:
+    their outputs are discarded and their cost is the same."""
+    if max_tokens is None or batch.num_tokens <= max_tokens:
+        return [batch]
+    qsl = batch.query_start_loc.astype(np.int64)
+    pieces = []
+    for a in range(0, batch.num_tokens, max_tokens):
+        b = min(a + max_tokens, batch.num_tokens)
+        first = int(np.searchsorted(qsl, a, side="right")) - 1  # sequence holding token a
+        last = int(np.searchsorted(qsl, b, side="left"))  # one past the sequence holding b - 1
+        starts = np.clip(qsl[first : last + 1], a, b) - a
+        seq_lens = batch.seq_lens[first:last] - (qsl[first + 1 : last + 1] - b).clip(min=0)
+        lens = np.diff(starts)
+        rows = batch.logits_indices[(batch.logits_indices >= a) & (batch.logits_indices < b)]
+        num_decode = max(0, min(batch.num_decode_seqs, last) - first)
+        pieces.append(Batch(
+            input_ids=batch.input_ids[a:b], positions=batch.positions[a:b],
+            slot_mapping=batch.slot_mapping[a:b], query_start_loc=starts.astype(np.int32),
+            seq_lens=seq_lens.astype(np.int32), block_tables=batch.block_tables[first:last],
+            logits_indices=(rows - a).astype(np.int64), max_query_len=int(lens.max()),
+            max_seq_len=int(seq_lens.max()), num_padding_tokens=batch.num_padding_tokens,
+            num_decode_seqs=num_decode,
+            max_decode_seq_len=int(seq_lens[:num_decode].max()) if num_decode else 0,
+            temperature=batch.temperature, top_p=batch.top_p,
+            feed=None if batch.feed is None else batch.feed[a:b],
+        ))  # fmt: skip
+    return pieces

@@ -1,0 +1,53 @@
+"""The step record: one row of steps.parquet, the one schema every logger derives its columns
+from (the local writer, W&B's per-step series, the report)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import pandas as pd
+
+
+def _series(**kw):
+    return field(metadata={"series": True}, **kw)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One engine step as it was executed. Fields marked `series` are plotted per step."""
+
+    step: int  # index, from 0
+    start_s: float  # serving-clock time the step was scheduled
+    duration_s: float = _series()  # its own time; pipelined: what it added to the wall time
+    host_time_s: float = field(default=0.0)  # scheduling and batch preparation
+    device_time_s: float | None = None  # forward + sampling (cuda events, cpu compute, or model)
+    num_prefill_tokens: int = _series(default=0)  # prompt (and recompute) tokens computed
+    num_decode_tokens: int = _series(default=0)  # one per decode row
+    num_padding_tokens: int = _series(default=0)  # executed and discarded (static batching)
+    num_scheduled_seqs: int = 0  # requests computing in the step
+    num_running: int = _series(default=0)  # queue lengths after the step was launched
+    num_waiting: int = _series(default=0)
+    num_swapped: int = _series(default=0)
+    num_kv_blocks_used: int = _series(default=0)  # GPU KV blocks held
+    num_preempted: int = _series(default=0)  # preemptions applied before the step ran
+    num_swapped_out_blocks: int = _series(default=0)
+    num_swapped_in_blocks: int = _series(default=0)
+    swap_time_s: float = 0.0  # time of the step's swap copies
+
+
+STEP_COLUMNS = tuple(f.name for f in fields(StepRecord))
+STEP_SERIES = tuple(f.name for f in fields(StepRecord) if f.metadata.get("series"))
+
+
+class Recorder:
+    """Collects one `StepRecord` per step; the engine calls `on_step` after every step."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepRecord] = []
+
+    def on_step(self, record: StepRecord) -> None:
+        self.steps.append(record)
+
+    def steps_frame(self) -> pd.DataFrame:
+        rows = [[getattr(s, c) for c in STEP_COLUMNS] for s in self.steps]
+        return pd.DataFrame(rows, columns=list(STEP_COLUMNS))
