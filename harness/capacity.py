@@ -25,13 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 
-# On the cpu engine a default workload (200 requests) makes the README's two-policy search
-# take over ten minutes. Unless the user sizes the workload (`workload.num_requests`), cpu
-# probes serve this many: a smoke-size search of minutes. Fewer would be faster and wrong:
-# with 16, every request of a 64 req/s probe was in flight at once and fcfs "met" the SLO
-# there (>= 64 req/s) where 200 requests put it near 5 req/s. A short probe still overstates
-# a capacity that queueing limits: its backlog has less time to grow past slo.ttft_s.
-CPU_PROBE_NUM_REQUESTS = 48
 EXIT_PROBE_INCOMPLETE = 1  # a probe's run ended incomplete for a reason other than a signal
 
 
@@ -52,7 +45,8 @@ class Probe:
 @dataclass
 class Capacity:
     policy: str
-    capacity_req_s: float | None  # highest probed rate meeting the SLO; None: not even `low`
+    # highest probed rate meeting the SLO; None: not even `low`, or the search was stopped
+    capacity_req_s: float | None
     bracket: tuple[float, float]  # capacity lies in [lo, hi) (hi = inf when `high` met it)
     status: str  # ok | below_low | at_least_high | incomplete (the search was stopped)
     probes: list[Probe] = field(default_factory=list)
@@ -65,7 +59,6 @@ class SearchStopped(Exception):
         super().__init__(message)
         self.reason = reason  # interrupted | probe_incomplete | error
         self.signum = signum
-        self.cut_short_probe: dict | None = None  # policy, rate, run_dir of the probe under way
 
     @property
     def exit_code(self) -> int:
@@ -161,32 +154,19 @@ def compose(overrides: Sequence[str]):
 
 
 def probe_defaults(cfg, overrides: Sequence[str]) -> list[str]:
-    """Overrides the search adds to every probe where the user set none: on the cpu engine a
-    smaller workload; no per-probe table and no progress bar off a terminal (the search prints a
-    line per probe instead)."""
+    """Overrides the search adds to every probe where the user set none: no per-probe table,
+    and no progress bar off a terminal (the search prints a line per probe instead).
+
+    The workload is never shrunk behind the user's back, not even on the cpu engine where the
+    search is slow: a probe of fewer requests gives a backlog less time to grow past
+    slo.ttft_s, and reports a capacity that queueing limits too high (docs/sweeps.md)."""
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     extra = []
-    num_requests = cfg.workload.get("num_requests")
-    if (
-        "workload.num_requests" not in given
-        and isinstance(num_requests, int)
-        and num_requests > CPU_PROBE_NUM_REQUESTS
-        and _resolves_to_cpu(cfg.engine.kind)
-    ):
-        extra.append(f"workload.num_requests={CPU_PROBE_NUM_REQUESTS}")
     if "logger.print_table" not in given and "print_table" in cfg.logger:
         extra.append("logger.print_table=false")
     if "engine.progress" not in given and not sys.stderr.isatty():
         extra.append("engine.progress=false")  # tqdm's carriage returns garble a log file
     return extra
-
-
-def _resolves_to_cpu(kind: str) -> bool:
-    if kind != "auto":
-        return kind == "cpu"
-    import torch
-
-    return not torch.cuda.is_available()
 
 
 class _SignalWatch:
@@ -243,7 +223,6 @@ class Search:
     ) -> None:  # fmt: skip
         self.overrides = [*overrides, *probe_defaults]  # a probe's: the user's, then the search's
         self.probe_defaults = list(probe_defaults)
-        self.smoke_size = f"workload.num_requests={CPU_PROBE_NUM_REQUESTS}" in probe_defaults
         self.args, self.out_dir, self.signals = args, out_dir, signals
         self.policies = list(policies)
         bound = max_probes(args.low, args.high, args.iters, args.rel_tol)
@@ -436,9 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "The SLOs are the run config's slo.ttft_s and slo.tpot_s (default "
             f"{slo.ttft_s} s and {slo.tpot_s} s).\n"
-            "On the cpu engine, unless workload.num_requests is given, each probe serves\n"
-            f"workload.num_requests={CPU_PROBE_NUM_REQUESTS}: a smoke-size search of minutes "
-            "that overstates a capacity\nqueueing limits; set workload.num_requests to measure.\n"
+            "Each probe serves the whole workload (workload.num_requests; fewer requests finish\n"
+            "sooner but overstate a capacity that queueing limits).\n"
             "Probes go from --high down; --low is probed only when no rate above it passed.\n"
             "Exit status: 0 done; 130 (SIGINT) or 143 (SIGTERM) interrupted; 1 a probe's run\n"
             "ended incomplete (stall, device fault). capacity.json says complete: false then."
@@ -495,20 +473,15 @@ def main(argv: Sequence[str] | None = None) -> list[Capacity]:
 
 def _announce(search: Search, slo: dict, num_requests: int | None) -> None:
     """What the search will do, and the defaults it chose for the probes."""
-    a = search.args
+    a, size = search.args, num_requests or "the workload's"
     _log(
         f"capacity search: {', '.join(search.policies)} over [{a.low:g}, {a.high:g}] req/s, at "
-        f"most {search.max_num_probes} probes; SLO P99 TTFT <= {slo['ttft_s']} s, P99 TPOT <= "
-        f"{slo['tpot_s']} s; -> {search.out_dir}"
+        f"most {search.max_num_probes} probes of {size} requests "
+        f"(a probe at rate r: num_requests / r s of arrivals); SLO P99 TTFT <= "
+        f"{slo['ttft_s']} s, P99 TPOT <= {slo['tpot_s']} s; -> {search.out_dir}"
     )
     if search.probe_defaults:
         _log(f"added to every probe (set the key to change it): {' '.join(search.probe_defaults)}")
-    if search.smoke_size:
-        _log(
-            f"  cpu engine: {CPU_PROBE_NUM_REQUESTS} requests per probe, not the workload's "
-            f"{num_requests}, so that the search takes minutes; short probes overstate a "
-            "capacity that queueing limits: set workload.num_requests to measure one"
-        )
 
 
 def _print_results(search: Search) -> None:
@@ -519,11 +492,6 @@ def _print_results(search: Search) -> None:
                 f"{r.policy}: capacity {r.capacity_req_s} req/s rests on a burst (every request "
                 "of that probe was in the system at once); raise workload.num_requests"
             )
-    if search.smoke_size:
-        print(
-            f"(smoke-size probes of {CPU_PROBE_NUM_REQUESTS} requests on the cpu engine: an "
-            "upper estimate; set workload.num_requests to measure)"
-        )
     print(f"results: {search.out_dir}")
 
 
