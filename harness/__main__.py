@@ -23,7 +23,7 @@ def run_job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from harness.config import ConfigError, check_config, validate
+    from harness.config import CONFIG_ERRORS, ConfigError, check_config, validate
 
     try:
         check_config(cfg)
@@ -39,7 +39,7 @@ def run_job(cfg) -> float | None:
             result = run(cfg, Path(hc.runtime.output_dir), names)
         except ModelLoadError as exc:
             raise ConfigError(str(exc)) from None
-    except ConfigError as exc:
+    except CONFIG_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     except Exception as exc:
@@ -107,11 +107,11 @@ def _config_error(exc: Exception) -> str | None:
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-    from harness.config import FOLDER_ERRORS, ConfigError, one_line
+    from harness.config import CONFIG_ERRORS, FOLDER_ERRORS, one_line
 
     if FOLDER_ERRORS:  # Hydra's own attempt at the folder failed after ours
         return str(FOLDER_ERRORS[0])
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, CONFIG_ERRORS):
         return str(exc)
     if not isinstance(exc, (HydraException, OmegaConfBaseException)):
         return None

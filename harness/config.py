@@ -20,6 +20,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from workloads.errors import WorkloadError
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # keys `hydra.utils.instantiate` reads itself, beside the constructor's arguments
 _INSTANTIATE_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_", "_args_"})
@@ -27,6 +29,11 @@ _INSTANTIATE_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
+
+
+# Errors in what the user asked for: one line and exit status 2, no traceback. A workload's own
+# error comes from `workloads`, which imports nothing from `harness`.
+CONFIG_ERRORS = (ConfigError, WorkloadError)
 
 
 @dataclass

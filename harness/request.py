@@ -7,6 +7,10 @@ import hashlib
 from array import array
 from dataclasses import dataclass, field
 
+from workloads.spec import RequestSpec
+
+__all__ = ["Request", "RequestSpec", "RequestStatus", "workload_fingerprint"]
+
 
 class RequestStatus(enum.Enum):
     WAITING = "waiting"  # arrived, not yet (or no longer, after a recompute preemption) on the GPU
@@ -19,22 +23,6 @@ class RequestStatus(enum.Enum):
     @property
     def is_done(self) -> bool:
         return self in (RequestStatus.FINISHED, RequestStatus.REJECTED, RequestStatus.ABORTED)
-
-
-@dataclass(frozen=True)
-class RequestSpec:
-    """One request of a workload: what arrives, when, and how long its answer must be."""
-
-    request_id: str
-    arrival_s: float  # seconds from the start of the run
-    prompt_ids: tuple[int, ...]
-    max_output_tokens: int  # output length is forced to this (EOS is ignored)
-    tenant: str = "default"
-    priority: int = 0  # larger is more important
-
-    @property
-    def num_prompt_tokens(self) -> int:
-        return len(self.prompt_ids)
 
 
 @dataclass

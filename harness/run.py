@@ -68,6 +68,12 @@ def model_args(cfg: DictConfig, device: torch.device) -> tuple[str, ModelArgs]:
         raise ConfigError(str(exc)) from None
 
 
+def resolve_max_model_len(cfg: DictConfig, args: ModelArgs) -> int:
+    """`engine.max_model_len`, capped by (and by default) the model's max_position_embeddings."""
+    return min(cfg.engine.max_model_len or args.max_position_embeddings,
+               args.max_position_embeddings)  # fmt: skip
+
+
 DEFAULT_BATCHED_TOKENS = 2048  # vLLM's default step budget with chunked prefill
 
 
@@ -158,9 +164,7 @@ def run(
     if dtype_name == "auto":
         dtype_name = "bfloat16" if device.type == "cuda" else "float32"
     dtype = _DTYPES[dtype_name]
-    max_model_len = min(
-        cfg.engine.max_model_len or args.max_position_embeddings, args.max_position_embeddings
-    )
+    max_model_len = resolve_max_model_len(cfg, args)
     policy = instantiate_node(cfg, "policy")
     workload = instantiate_node(cfg, "workload")
     logger = instantiate_node(cfg, "logger")

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from harness.request import RequestSpec
+from workloads.spec import RequestSpec
 from workloads.table import RequestTable
 from workloads.tokens import prompt_ids
 from workloads.transforms import mean_rate

@@ -1,16 +1,15 @@
 """The one error a workload raises for bad input: it names the file, the line and the column.
 
-A subclass of `harness.config.ConfigError`, so `python -m harness` prints it without a traceback.
+`workloads` imports nothing from `harness`; `python -m harness` treats this error as a
+configuration error (one line, exit 2), like its own `ConfigError`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import ConfigError
 
-
-class WorkloadError(ConfigError):
+class WorkloadError(ValueError):
     """Bad workload input (a missing file, a bad value, a bad key); the message says where."""
 
     def __init__(

@@ -58,7 +58,7 @@ def test_missing_trace_names_the_file(compose_cfg, tmp_path, monkeypatch):
 
 def run_describe(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "workloads", *args], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "harness.workloads", *args], cwd=ROOT, capture_output=True, text=True
     )
 
 
