@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -334,7 +335,8 @@ def write_outputs(
     if rows:
         title = "Capacity search: P99 latency per probe (dotted: capacity)"
         if stopped is not None:
-            title = f"INCOMPLETE (stopped: {stopped['message']}). {title}"
+            stop = textwrap.fill(f"INCOMPLETE, search stopped: {stopped['message']}", 100)
+            title = f"{stop}\n{title}"  # wrapped: a clipped title could lose INCOMPLETE
         plot_capacity(results, slo, plot, title)
 
 
