@@ -76,6 +76,26 @@ def inter_token_latencies(requests_df: pd.DataFrame) -> np.ndarray:
     return np.concatenate(gaps) if gaps else np.empty(0)
 
 
+def latency_cdf(requests_df: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted finite latencies in seconds, cumulative fraction) over every request of the
+    workload: a request not finished (rejected, aborted) sits at +inf, so the curve tops out at
+    the share served. TPOT counts requests asked for 2+ tokens; ITL every gap they asked for.
+    The one definition the report's plots and W&B's CDFs share."""
+    done = (requests_df["status"] == RequestStatus.FINISHED.value).to_numpy()
+    asked = requests_df.get("max_output_tokens", requests_df["output_tokens"]).to_numpy(float)
+    if key == "itl_s":
+        values = inter_token_latencies(requests_df[done]) if done.any() else np.empty(0)
+        total = values.size + np.clip(asked[~done] - 1, 0, None).sum()
+    else:
+        values = requests_df.loc[done, key].to_numpy(dtype=float)
+        if key == "tpot_s":  # a 1-token answer has no TPOT: it is outside this population
+            total = np.isfinite(values).sum() + (asked[~done] > 1).sum()
+        else:
+            total = len(requests_df)
+    values = np.sort(values[np.isfinite(values)])
+    return values, np.arange(1, values.size + 1) / max(total, 1)
+
+
 def meets_slo(df: pd.DataFrame, ttft_s: float | None, tpot_s: float | None, e2e_s: float | None):
     """Finished requests within every configured SLO (a 1-token answer has no TPOT to miss)."""
     ok = df["status"] == RequestStatus.FINISHED.value

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from harness.metrics import inter_token_latencies  # noqa: E402
+from harness.metrics import latency_cdf as metrics_latency_cdf  # noqa: E402
 from harness.report import value_text  # noqa: E402
 
 MAX_FIGURES = 8  # per kind (Pareto, CDF): the rest of a large sweep is in report.csv
@@ -250,22 +250,9 @@ def plain_log_ticks(axis) -> None:
 
 
 def latency_cdf(requests: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted finite latencies in ms, cumulative fraction) over every request of the workload:
-    a request not finished (rejected, aborted) sits at +inf, so the curve tops out at the share
-    served. TPOT counts requests asked for 2+ tokens; ITL counts every gap they asked for."""
-    done = (requests["status"] == "finished").to_numpy()
-    asked = requests.get("max_output_tokens", requests["output_tokens"]).to_numpy(dtype=float)
-    if key == "itl_s":
-        values = inter_token_latencies(requests[done]) if done.any() else np.empty(0)
-        total = values.size + np.clip(asked[~done] - 1, 0, None).sum()
-    else:
-        values = requests.loc[done, key].to_numpy(dtype=float)
-        if key == "tpot_s":  # a 1-token answer has no TPOT: it is outside this population
-            total = np.isfinite(values).sum() + (asked[~done] > 1).sum()
-        else:
-            total = len(requests)
-    values = np.sort(values[np.isfinite(values)]) * 1e3
-    return values, np.arange(1, values.size + 1) / max(total, 1)
+    """`harness.metrics.latency_cdf` in milliseconds (unserved requests at +inf)."""
+    values, fractions = metrics_latency_cdf(requests, key)
+    return values * 1e3, fractions
 
 
 def _read_requests(row: pd.Series) -> pd.DataFrame | None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.loggers.local import LocalLogger
-from harness.metrics import inter_token_latencies
+from harness.metrics import latency_cdf
 from harness.records import STEP_SERIES
 
 CDF_POINTS = 200  # points per latency CDF line
@@ -48,18 +48,6 @@ def flat_summary(summary: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def latency_cdfs(requests: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Sorted finite latencies (s) of finished requests: TTFT, TPOT, ITL (pooled), E2E."""
-    done = requests[requests["status"] == "finished"] if len(requests) else requests
-    values = {
-        "ttft_s": done.get("ttft_s", pd.Series(dtype=float)).to_numpy(dtype=float),
-        "tpot_s": done.get("tpot_s", pd.Series(dtype=float)).to_numpy(dtype=float),
-        "itl_s": inter_token_latencies(done) if len(done) else np.empty(0),
-        "e2e_s": done.get("e2e_s", pd.Series(dtype=float)).to_numpy(dtype=float),
-    }
-    return {k: np.sort(v[np.isfinite(v)]) for k, v in values.items()}
 
 
 class WandbLogger(LocalLogger):
@@ -150,12 +138,13 @@ class WandbLogger(LocalLogger):
         # Token lists do not fit a table cell well; their length is `output_tokens`.
         table = requests.drop(columns=["token_times_s", "output_ids"], errors="ignore")
         self.run.log({"requests": wandb.Table(dataframe=table.reset_index(drop=True))})
-        for key, values in latency_cdfs(requests).items():
-            if not values.size:
+        for key in ("ttft_s", "tpot_s", "itl_s", "e2e_s"):
+            values, fractions = latency_cdf(requests, key) if len(requests) else ([], [])
+            if not len(values):
                 continue
-            idx = np.unique(np.linspace(0, values.size - 1, min(CDF_POINTS, values.size)).round())
+            idx = np.unique(np.linspace(0, len(values) - 1, min(CDF_POINTS, len(values))).round())
             idx = idx.astype(int)
-            rows = [[float(values[i]) * 1e3, float((i + 1) / values.size)] for i in idx]
+            rows = [[float(values[i]) * 1e3, float(fractions[i])] for i in idx]
             cdf = wandb.Table(columns=["latency_ms", "fraction"], data=rows)
             label = key.removesuffix("_s").upper()
             self.run.log(

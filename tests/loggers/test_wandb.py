@@ -92,3 +92,19 @@ def test_run_name_from_policy_budget_workload():
         "budget": {"max_num_batched_tokens": 256},
     }
     assert run_name(config) == "FcfsPolicy-b256-AzureTrace"
+
+
+def test_wandb_cdfs_count_unserved_requests():
+    """W&B's CDFs use the report's definition: an unserved request sits at +inf, so a run that
+    served 2 of 4 requests tops out at 0.5 (before, W&B's CDFs counted finished requests only)."""
+    from harness.metrics import latency_cdf, requests_frame
+    from harness.request import Request, RequestSpec, RequestStatus
+
+    reqs = []
+    for i, status in enumerate([RequestStatus.FINISHED] * 2 + [RequestStatus.REJECTED] * 2):
+        r = Request(RequestSpec(f"r{i}", 0.0, (1, 2, 3), 2), status)
+        if status is RequestStatus.FINISHED:
+            r.token_times_s, r.output_ids = [0.1 * (i + 1), 0.2 * (i + 1)], [0, 0]
+        reqs.append(r)
+    values, fractions = latency_cdf(requests_frame(reqs), "ttft_s")
+    assert list(values) == pytest.approx([0.1, 0.2]) and fractions[-1] == pytest.approx(0.5)
