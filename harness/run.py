@@ -150,11 +150,13 @@ def run(
     names: dict[str, str] | None = None,
     specs: list | None = None,
     model=None,
+    clock=None,
 ) -> RunResult:
     """Serve `cfg.workload` with `cfg.policy`; write results to `output_dir` via `cfg.logger`.
 
-    `specs` (a prebuilt request list) replaces the workload; `model` (already built, matching
-    `cfg.model`) skips building one: benchmarks use both to run many configs on one model.
+    Prebuilt parts replace what the config would build: `specs` (a request list) the workload,
+    `model` (matching `cfg.model`) the model (benchmarks run many configs on one model), `clock`
+    (with `start`, `now`, `wait_until`, `advance_step`, `advance_swap`) the serving clock.
     """
     validate(cfg)
     names = names or {}
@@ -196,7 +198,9 @@ def run(
     )  # fmt: skip
     kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
     limits = Limits(budget, cfg.budget.max_num_seqs, max_model_len, cfg.engine.starvation_threshold)
-    clock = WallClock() if cfg.engine.clock == "wall" else VirtualClock(**cfg.engine.virtual_cost)
+    if clock is None:
+        wall = cfg.engine.clock == "wall"
+        clock = WallClock() if wall else VirtualClock(**cfg.engine.virtual_cost)
     recorder = Recorder()
     engine = Engine(
         policy, executor, kv, limits, clock, recorder,

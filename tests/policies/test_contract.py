@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 
 import pytest
+import torch
 
 import harness.run
 from harness.engine import Engine
 from harness.models.llama import init_random_weights
+from harness.models.loader import build_model
 from tests.conftest import CONF_DIR, ManualClock
 
 POLICIES = sorted(p.stem for p in (CONF_DIR / "policy").glob("*.yaml"))
@@ -37,13 +39,12 @@ OVERRIDES = [
 ]  # fmt: skip
 
 
-def _build_model_std01(*args, **kwargs):
-    model = _build_model(*args, **kwargs)
-    init_random_weights(model, kwargs.get("seed", 0), std=0.1)
+@functools.cache
+def _model_std01():
+    """The tiny preset with larger weights (std 0.1), so that greedy tokens differ clearly."""
+    model = build_model("tiny", None, torch.device("cpu"), torch.float32, seed=0)
+    init_random_weights(model, 0, std=0.1)
     return model
-
-
-_build_model = harness.run.build_model
 
 
 @functools.cache
@@ -67,10 +68,8 @@ def _run(policy: str, extra: tuple[str, ...]):
         return progressed
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(harness.run, "WallClock", lambda: ManualClock(1e-3))
-        mp.setattr(harness.run, "build_model", _build_model_std01)
-        mp.setattr(Engine, "step", checked_step)
-        result = harness.run.run(cfg, None)
+        mp.setattr(Engine, "step", checked_step)  # checks the KV invariants after every step
+        result = harness.run.run(cfg, None, model=_model_std01(), clock=ManualClock(1e-3))
     return result, engines[0]
 
 
