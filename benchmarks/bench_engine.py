@@ -1,4 +1,5 @@
-"""`python -m harness.bench SECTION... --out DIR`: the engine's speed on one GPU, with a peer.
+"""`python benchmarks/bench_engine.py SECTION... --out DIR`: the engine's speed on one GPU, with
+a peer (was `python -m harness.bench`: the lab bench is not part of the product package).
 
 Sections (each writes `DIR/<section>.json` and prints a line per figure):
   ceilings  device copy bandwidth (read + write) and bf16 matmul rate
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,16 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.request import RequestSpec
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from harness.config import CONF_DIR, register  # noqa: E402
+from harness.request import RequestSpec  # noqa: E402
 
 
 def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
-    from harness.config import register
 
     register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -56,7 +57,7 @@ def sharegpt_specs(path: str, n: int, vocab_size: int, seed: int = 0) -> list[Re
     ]
 
 
-def _timed(fn, warmup: int = 3, iters: int = 10) -> float:
+def timed(fn, warmup: int = 3, iters: int = 10) -> float:
     """Median seconds of `fn()` on the device (events around each call)."""
     for _ in range(warmup):
         fn()
@@ -74,17 +75,17 @@ def _timed(fn, warmup: int = 3, iters: int = 10) -> float:
 def ceilings() -> dict:
     x = torch.randn(2**28, device="cuda", dtype=torch.bfloat16)  # 512 MiB
     y = torch.empty_like(x)
-    copy_s = _timed(lambda: y.copy_(x))
+    copy_s = timed(lambda: y.copy_(x))
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    mm_s = _timed(lambda: a @ b)
+    mm_s = timed(lambda: a @ b)
     return {
         "copy_GBps": 2 * x.numel() * 2 / copy_s / 1e9,
         "bf16_matmul_TFLOPs": 2 * 8192**3 / mm_s / 1e12,
     }
 
 
-def _build_model(preset: str):
+def build_model(preset: str):
     from harness.models.loader import build_model
 
     return build_model(preset, None, torch.device("cuda"), torch.bfloat16, seed=0)
@@ -164,7 +165,7 @@ def offline(model, trace: str, n: int, configs: list[str], steps_csv: Path | Non
     return res
 
 
-def _hf_model(args):
+def hf_model(args):
     import transformers
 
     cfg = transformers.LlamaConfig(
@@ -261,7 +262,7 @@ def peers(
     with_continuous: bool = True,
 ) -> dict:
     """This engine (each policy) and the HF peers on the same requests, in one process."""
-    model = _build_model(preset)
+    model = build_model(preset)
     if workload == "uniform":
         specs = uniform_specs(n, model.args.vocab_size, seed=1)
     else:
@@ -279,7 +280,7 @@ def peers(
     del model
     gc.collect()
     torch.cuda.empty_cache()
-    hf = _hf_model(args)
+    hf = hf_model(args)
     static = lambda hf, specs: hf_static(hf, specs, static_batch)  # noqa: E731
     runs = [("hf_continuous", hf_continuous)] if with_continuous else []
     runs += [("hf_static", static)] if with_static else []
@@ -304,11 +305,11 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
 
     a, bs, ctx, block = model.args, 256, 1024, 16
     per_seq = ctx // block
-    runner = ModelRunner(model, bs * per_seq + 8, 0, block, backend=_triton(), cuda_graphs=True,
+    runner = ModelRunner(model, bs * per_seq + 8, 0, block, backend=triton_backend(), cuda_graphs=True,
                          max_num_seqs=bs, max_model_len=2048)  # fmt: skip
-    batch = _decode_batch(bs, ctx, block, a.vocab_size)
+    batch = decode_batch(bs, ctx, block, a.vocab_size)
     runner.kv_cache.normal_()
-    decode_s = _timed(lambda: runner.execute(batch), warmup=3, iters=20)
+    decode_s = timed(lambda: runner.execute(batch), warmup=3, iters=20)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv_bytes = bs * per_seq * kv_block_bytes(model, block, torch.bfloat16)
     floor_s = (weight_bytes + kv_bytes) / (copy_GBps * 1e9)
@@ -318,7 +319,7 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
     torch.cuda.empty_cache()
     # Prefill: 8 sequences of 1024 new tokens (8192 tokens), eager.
     n_seq, q = 8, 1024
-    runner = ModelRunner(model, n_seq * q // block + 8, 0, block, backend=_triton())
+    runner = ModelRunner(model, n_seq * q // block + 8, 0, block, backend=triton_backend())
     tables = np.arange(n_seq * q // block, dtype=np.int32).reshape(n_seq, -1)
     posq = np.tile(np.arange(q), n_seq)
     batch = Batch(
@@ -329,7 +330,7 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
         seq_lens=np.full(n_seq, q, np.int32), block_tables=tables,
         logits_indices=np.arange(q - 1, n_seq * q, q), max_query_len=q, max_seq_len=q,
     )  # fmt: skip
-    prefill_s = _timed(lambda: runner.execute(batch), warmup=2, iters=5)
+    prefill_s = timed(lambda: runner.execute(batch), warmup=2, iters=5)
     matmul_params = weight_bytes / 2 - a.vocab_size * a.hidden_size  # embedding is a lookup
     attn_flops = 4 * a.num_layers * a.num_heads * a.head_dim * n_seq * q * q / 2
     flops = 2 * matmul_params * n_seq * q + attn_flops
@@ -339,7 +340,7 @@ def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
     return res
 
 
-def _decode_batch(bs: int, ctx: int, block: int, vocab: int):
+def decode_batch(bs: int, ctx: int, block: int, vocab: int):
     """bs one-token decodes at context ctx, each on its own consecutive blocks."""
     from harness.executors.base import Batch
 
@@ -374,7 +375,7 @@ def decode_sweep(
     free = torch.cuda.mem_get_info()[0]
     num_blocks = min(max(sizes) * -(-max(contexts) // block), int(free * 0.75) // block_bytes)
     runner = ModelRunner(
-        model, num_blocks, 0, block, backend=_triton(), cuda_graphs=True,
+        model, num_blocks, 0, block, backend=triton_backend(), cuda_graphs=True,
         max_num_seqs=max(sizes), max_model_len=max(contexts),
     )  # fmt: skip
     runner.kv_cache.normal_()
@@ -383,8 +384,8 @@ def decode_sweep(
         for bs in sizes:
             if bs * -(-ctx // block) > num_blocks:
                 continue
-            batch = _decode_batch(bs, ctx, block, model.args.vocab_size)
-            step_s = _timed(lambda b=batch, r=runner: r.execute(b), warmup=3, iters=10)
+            batch = decode_batch(bs, ctx, block, model.args.vocab_size)
+            step_s = timed(lambda b=batch, r=runner: r.execute(b), warmup=3, iters=10)
             kv_s = bs * -(-ctx // block) * block_bytes / (copy_GBps * 1e9)
             mem_s = weight_bytes / (copy_GBps * 1e9) + kv_s
             flop_s = 2 * matmul_params * bs / (matmul_TFLOPs * 1e12) + kv_s
@@ -411,7 +412,7 @@ def capture_graph(fn):
     return graph, out
 
 
-def _graph_timed(fn, args: list[tuple], reps: int = 4) -> float:
+def graph_timed(fn, args: list[tuple], reps: int = 4) -> float:
     """Median seconds of one `fn(*a)` call, replayed in a CUDA graph that cycles through `args`
     (`reps` times), as a model's layers run inside a decode graph: no launch gaps, and with
     enough distinct weight copies in `args` every call reads its weights from HBM, not L2."""
@@ -422,7 +423,7 @@ def _graph_timed(fn, args: list[tuple], reps: int = 4) -> float:
                 fn(*a)
 
     graph, _ = capture_graph(cycle)
-    return _timed(graph.replay, warmup=1, iters=5) / (reps * len(args))
+    return timed(graph.replay, warmup=1, iters=5) / (reps * len(args))
 
 
 @torch.inference_mode()
@@ -449,7 +450,7 @@ def gemm_sweep(model, copy_GBps: float, matmul_TFLOPs: float,
             row = {"linear": name, "m": m, "n": n, "k": k, "floor_us": floor * 1e6}
             for lib in ("cublas", "cublaslt"):
                 torch.backends.cuda.preferred_blas_library(lib)
-                t = _graph_timed(torch.nn.functional.linear, args)
+                t = graph_timed(torch.nn.functional.linear, args)
                 row[f"{lib}_us"], row[f"{lib}_over_floor"] = t * 1e6, t / floor
             torch.backends.cuda.preferred_blas_library("cublas")
             out.append(row)
@@ -502,7 +503,7 @@ def attention_sweep(copy_GBps: float, num_heads=32, num_kv_heads=8, head_dim=128
                                         num_splits=1).float()  # fmt: skip
         args = (q, k_cache, v_cache, tables, seq_lens, 0.08, max_len)
         for label, kw in choices.items():
-            t = _timed(
+            t = timed(
                 lambda a=args, o=out, kw=kw: dec.paged_decode_attention(*a, out=o, **kw), 3, 20
             )
             err = (out.float() - ref).abs().max().item()
@@ -523,8 +524,8 @@ def profile(model) -> dict:
     from harness.executors.model_runner import ModelRunner
 
     bs, ctx, block = 256, 1024, 16
-    runner = ModelRunner(model, bs * (ctx // block) + 8, 0, block, backend=_triton())
-    batch = _decode_batch(bs, ctx, block, model.args.vocab_size)
+    runner = ModelRunner(model, bs * (ctx // block) + 8, 0, block, backend=triton_backend())
+    batch = decode_batch(bs, ctx, block, model.args.vocab_size)
     for _ in range(3):
         runner.execute(batch)
     with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -541,7 +542,7 @@ def profile(model) -> dict:
     return {"total_kernel_ms": total, "top": rows[:15]}
 
 
-def _triton():
+def triton_backend():
     from harness.models.attention import TritonAttention
 
     return TritonAttention()
@@ -584,9 +585,7 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", default="llama3_8b")
-    ap.add_argument(
-        "--trace", default="../shared/traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
-    )
+    ap.add_argument("--trace", default=None, help="default: sharegpt from the traces folder")
     ap.add_argument("--num-requests", type=int, default=1000)
     ap.add_argument("--peer-requests", type=int, default=256)
     ap.add_argument("--peer-workload", choices=["uniform", "sharegpt"], default="uniform")
@@ -603,6 +602,10 @@ def main() -> None:
     ap.add_argument("--offline-configs", nargs="+", default=["fcfs:8192:256", "fcfs:8192:512",
                     "chunked_prefill:2048:256"])  # fmt: skip
     a = ap.parse_args()
+    if a.trace is None:
+        from workloads.fetch import trace_file
+
+        a.trace = trace_file("sharegpt_8k_filtered_stats_llama2_tokenizer.csv")
     a.out.mkdir(parents=True, exist_ok=True)
     results = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
                "model": a.model, "torch": torch.__version__}  # fmt: skip
@@ -630,7 +633,7 @@ def main() -> None:
                     not a.peer_skip_continuous,
                 )
             else:
-                model = model or _build_model(a.model)
+                model = model or build_model(a.model)
                 if section == "offline":
                     results[section] = offline(model, a.trace, a.num_requests, a.offline_configs,
                                                a.out / "offline_steps.csv")  # fmt: skip

@@ -9,9 +9,14 @@ halves on two streams (the hardware scheduler interleaves their kernels; no SM p
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
 import torch
 
-from harness.bench import _build_model, _decode_batch, _timed, _triton, capture_graph
+from benchmarks.bench_engine import build_model, capture_graph, decode_batch, timed, triton_backend
 from harness.executors.model_runner import ModelRunner
 from harness.models.attention import AttentionMetadata
 
@@ -26,15 +31,15 @@ def _meta(t, lo, hi, max_len):
 
 @torch.inference_mode()
 def main() -> None:
-    model = _build_model("llama3_8b")
+    model = build_model("llama3_8b")
     for bs, ctx in ((256, 1024), (512, 768), (768, 512), (1024, 384)):
         run_case(model, bs, ctx)
 
 
 def run_case(model, bs: int, ctx: int, block: int = 16, max_len: int = 2048) -> None:
-    runner = ModelRunner(model, bs * -(-ctx // block) + 8, 0, block, backend=_triton())
+    runner = ModelRunner(model, bs * -(-ctx // block) + 8, 0, block, backend=triton_backend())
     runner.kv_cache.normal_()
-    b = _decode_batch(bs, ctx, block, model.args.vocab_size)
+    b = decode_batch(bs, ctx, block, model.args.vocab_size)
     dev = torch.device("cuda")
     t = {
         "ids": torch.from_numpy(b.input_ids).to(dev),
@@ -67,7 +72,7 @@ def run_case(model, bs: int, ctx: int, block: int = 16, max_len: int = 2048) -> 
     outs = {}
     for name, fn in (("one_stream", one), ("two_streams", two)):
         g, outs[name] = capture_graph(fn)
-        res[name] = _timed(g.replay, warmup=3, iters=10) * 1e3
+        res[name] = timed(g.replay, warmup=3, iters=10) * 1e3
     full = outs["one_stream"].float()
     halves = torch.cat(outs["two_streams"]).float()
     err = (full - halves).abs().max().item()

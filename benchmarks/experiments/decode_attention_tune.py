@@ -8,6 +8,11 @@ attention shape over context mixes of a loaded run, against the KV bytes / copy 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
 import argparse
 import itertools
 import json
@@ -16,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from harness.bench import _graph_timed, ceilings
+from benchmarks.bench_engine import ceilings, graph_timed
 from kernels.paged_decode import paged_decode_attention
 
 
@@ -57,7 +62,7 @@ def main() -> None:
             try:
                 call()
                 err = (out.float() - ref).abs().max().item()
-                t = _graph_timed(call, [()] * 8)
+                t = graph_timed(call, [()] * 8)
                 res[f"n{bn}_w{warps}_s{stages}"] = {"us": t * 1e6, "over_floor": t / floor,
                                                     "err": err}  # fmt: skip
             except Exception as exc:  # noqa: BLE001 (e.g. out of shared memory)

@@ -9,6 +9,11 @@ reads its weights from HBM as a model's layers do.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
 import argparse
 import itertools
 import json
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from harness.bench import _graph_timed
+from benchmarks.bench_engine import graph_timed
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -126,7 +131,7 @@ def main():
             def run(label, fn, xs=xs, ws=ws, ref=ref, row=row):
                 try:
                     err = (fn(xs[0], ws[0]).float() - ref).abs().max().item()
-                    t = _graph_timed(fn, list(zip(xs, ws, strict=True)))
+                    t = graph_timed(fn, list(zip(xs, ws, strict=True)))
                     row["v"][label] = {"us": t * 1e6, "err": err}
                 except Exception as e:  # noqa: BLE001
                     row["v"][label] = {"error": repr(e)[:200]}
