@@ -35,7 +35,7 @@ class _InFlight:
     """A launched step whose results are not on the host yet."""
 
     handle: object  # executor handle: .result() -> sampled ids, .device_time_s
-    batch: Batch
+    batch: Batch  # as launched
     sampled_rows: list[tuple[Request, int]]  # (request, index of its placeholder output)
     finishing: list[Request]  # requests whose last token this step samples
     applied: _Applied
@@ -48,30 +48,21 @@ class Engine:
     """Runs one policy over one executor; `step()` is one iteration."""
 
     def __init__(
-        self,
-        policy: Policy,
-        executor: Executor,
-        kv: KVCacheManager,
-        limits: Limits,
-        clock,
-        recorder,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        pipelined: bool = False,
-    ) -> None:
+        self, policy: Policy, executor: Executor, kv: KVCacheManager, limits: Limits, clock,
+        recorder, temperature: float = 0.0, top_p: float = 1.0, pipelined: bool = False,
+    ) -> None:  # fmt: skip
         self.policy, self.executor, self.kv = policy, executor, kv
         self.limits, self.clock, self.recorder = limits, clock, recorder
         self.temperature, self.top_p = temperature, top_p
         self.requests: dict[str, Request] = {}
         # Insertion-ordered dicts used as queues: O(1) removal from the middle.
-        self.waiting: dict[str, Request] = {}
-        self.running: dict[str, Request] = {}
-        self.swapped: dict[str, Request] = {}
+        self.waiting: dict[str, Request] = {}  # arrival order, recompute victims in front
+        self.running: dict[str, Request] = {}  # admission order
+        self.swapped: dict[str, Request] = {}  # swap-out order
         self.num_steps = 0
         self.num_done = 0  # finished + rejected + aborted
-        # Pipelining only pays where the device runs while the host prepares the next step; on
-        # an executor whose launch computes synchronously (cpu) it would only delay every
-        # token's stamp by one step, so it is off there whatever was asked.
+        # Pipelining pays only where the device runs while the host prepares the next step; on a
+        # synchronous executor (cpu) it would only delay every token's stamp by one step.
         self.pipelined = pipelined and bool(getattr(executor, "overlaps_host", False))
         self._inflight: list[_InFlight] = []  # launched steps, oldest first
         self._last_end_s = 0.0
