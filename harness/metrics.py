@@ -121,7 +121,7 @@ def summarize(
     workload_fingerprint: str | None = None,
     workload_stats: dict | None = None,
 ) -> dict:
-    """The run's summary.json (see DESIGN.md, "Results of a run"). `num_gpu_blocks` gives the KV
+    """The run's summary.json (README, "Reading the output"). `num_gpu_blocks` gives the KV
     usage fractions, `max_num_batched_tokens` (None for a policy not bound by it) the count of
     oversized steps; the fingerprint and the workload's clipping counts are passed through."""
     slo = slo or {}

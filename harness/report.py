@@ -1,7 +1,7 @@
 """`python -m harness.report DIR...`: gather run folders into one table, compare P99s, plot.
 
-A run folder is any folder holding `summary.json` and `config.yaml` (DESIGN.md, "Results of a
-run"), at any depth below the given folders, from any launcher. Repeated runs of a configuration
+A run folder is any folder holding `summary.json` and `config.yaml` (README, "Reading the
+output"), at any depth below the given folders, from any launcher. Repeated runs of a configuration
 (other `seed`) are one row: their mean, a 95% confidence interval and their count n. A row is
 ranked only against rows of the same workload (the request specs' fingerprint) and never when it
 served fewer requests than another. Prints the table; writes `report.md`, `report.csv`,

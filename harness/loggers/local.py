@@ -38,7 +38,8 @@ def atomic_write(path: Path, write) -> None:
 def write_results(
     output_dir: Path, config: dict, summary: dict, requests: pd.DataFrame, steps: pd.DataFrame
 ) -> None:
-    """Write the four result files of DESIGN.md; summary.json last, as the completion mark."""
+    """Write the four result files (README, "Reading the output"); summary.json last, as the
+    completion mark."""
     atomic_write(output_dir / "config.yaml", lambda p: p.write_text(OmegaConf.to_yaml(config)))
     atomic_write(output_dir / "requests.parquet", lambda p: requests.to_parquet(p, index=False))
     atomic_write(output_dir / "steps.parquet", lambda p: steps.to_parquet(p, index=False))
