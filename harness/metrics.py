@@ -7,7 +7,7 @@ report can recompute or extend it from the files alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,7 +123,15 @@ def summarize(
 ) -> dict:
     """The run's summary.json (README, "Reading the output"). `num_gpu_blocks` gives the KV
     usage fractions, `max_num_batched_tokens` (None for a policy not bound by it) the count of
-    oversized steps; the fingerprint and the workload's clipping counts are passed through."""
+    oversized steps; the fingerprint and the workload's clipping counts are passed through.
+
+    `per_tenant` and `per_priority` ({value as text: ...}) hold each slice's request counts,
+    output and request throughput over the whole run's makespan, `service_tokens` and P50/P99
+    TTFT, TPOT and E2E of its finished requests. `fairness_jain` is Jain's index over the
+    tenants' service (prompt + output tokens of finished requests, both weighted 1; a tenant
+    served nothing counts 0); None with fewer than 2 tenants. It measures equal service, not
+    service in proportion to demand: tenants that asked for different amounts score below 1
+    under any policy."""
     slo = slo or {}
     status = requests_df["status"] if len(requests_df) else pd.Series(dtype=str)
     done = requests_df[status == RequestStatus.FINISHED.value]
@@ -167,7 +175,93 @@ def summarize(
     for name in LATENCIES:
         values = inter_token_latencies(done) if name == "itl_s" else done[name].to_numpy()
         summary[name] = latency_stats(values)
+    summary["per_tenant"] = _brief_slices(slice_summaries(requests_df, "tenant", duration, slo))
+    summary["per_priority"] = _brief_slices(slice_summaries(requests_df, "priority", duration, slo))
+    summary["fairness_jain"] = jain_index(
+        [t["service_tokens"] for t in summary["per_tenant"].values()]
+    )
     return summary
+
+
+def service_tokens(requests_df: pd.DataFrame) -> int:
+    """A slice's service: prompt + output tokens of its finished requests, both weighted 1
+    (plain tokens, not VTC's default w_p=1, w_q=2, so that no policy's own weights are the
+    yardstick). Rejected and aborted requests count nothing."""
+    done = requests_df[requests_df["status"] == RequestStatus.FINISHED.value]
+    return int(done["prompt_tokens"].sum() + done["output_tokens"].sum())
+
+
+def jain_index(values: Sequence[float]) -> float | None:
+    """Jain's fairness index (sum x)^2 / (n * sum x^2): 1 when all are equal, 1/n when one has
+    everything; None with fewer than 2 values or when all are 0."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2 or not (x**2).sum() > 0:
+        return None
+    return float(x.sum() ** 2 / (x.size * (x**2).sum()))
+
+
+def slice_summary(requests_df: pd.DataFrame, duration_s: float, slo: dict | None = None) -> dict:
+    """The summary of one slice of a run's requests (a tenant, a priority): counts, throughputs
+    over the whole run's makespan `duration_s`, goodput, preemptions, `service_tokens`, and the
+    latencies of its finished requests (the same rules as the run's)."""
+    slo = slo or {}
+    status = requests_df["status"]
+    done = requests_df[status == RequestStatus.FINISHED.value]
+    per_s = (lambda x: x / duration_s) if duration_s > 0 else (lambda x: 0.0)
+    good = meets_slo(requests_df, slo.get("ttft_s"), slo.get("tpot_s"), slo.get("e2e_s"))
+    out = {
+        "num_requests": len(requests_df),
+        "num_finished": len(done),
+        "num_rejected": int((status == RequestStatus.REJECTED.value).sum()),
+        "num_aborted": int((status == RequestStatus.ABORTED.value).sum()),
+        "output_throughput_tok_s": per_s(int(done["output_tokens"].sum())),
+        "request_throughput_req_s": per_s(len(done)),
+        "goodput_req_s": per_s(int(good.sum())),
+        "num_preemptions": int(requests_df["num_preemptions"].sum()),
+        "service_tokens": service_tokens(requests_df),
+    }
+    for name in LATENCIES:
+        values = inter_token_latencies(done) if name == "itl_s" else done[name].to_numpy()
+        out[name] = latency_stats(values)
+    return out
+
+
+def slice_summaries(
+    requests_df: pd.DataFrame, by: str, duration_s: float, slo: dict | None = None
+) -> dict[str, dict]:
+    """{value as text: slice_summary} over the values of column `by` (`tenant`, `priority`),
+    sorted; empty when the records lack the column (files older than it)."""
+    if by not in requests_df or not len(requests_df):
+        return {}
+    keys = requests_df[by].map(str)
+    return {
+        key: slice_summary(requests_df[keys == key], duration_s, slo)
+        for key in sorted(keys.unique(), key=_natural)
+    }
+
+
+def _natural(text: str):
+    """Numbers by value (priority "10" after "2"), then other text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+BRIEF_LATENCIES = ("ttft_s", "tpot_s", "e2e_s")
+
+
+def _brief_slices(slices: dict[str, dict]) -> dict[str, dict]:
+    """What summary.json keeps of each slice: counts, throughputs, service, P50/P99 latencies."""
+    keep = ("num_requests", "num_finished", "output_throughput_tok_s",
+            "request_throughput_req_s", "service_tokens")  # fmt: skip
+    return {
+        key: {
+            **{k: s[k] for k in keep},
+            **{n: {p: s[n][p] for p in ("p50", "p99")} for n in BRIEF_LATENCIES},
+        }
+        for key, s in slices.items()
+    }
 
 
 def utilisation(
