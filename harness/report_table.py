@@ -41,7 +41,34 @@ def format_summary(summary: dict) -> str:
         lines.append(
             f"{label:<12}" + "".join(_ms(st[k]) for k in ("mean", "p50", "p90", "p99", "p999"))
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, *_tenant_lines(s)])
+
+
+def _tenant_lines(s: dict) -> list[str]:
+    """With 2+ tenants: each one's served requests, throughput, P99 TTFT and share of the
+    service (prompt + output tokens of finished requests), and Jain's index over them."""
+    tenants = s.get("per_tenant") or {}
+    if len(tenants) < 2:
+        return []
+    total = sum(t["service_tokens"] for t in tenants.values())
+    width = max(12, *(len(name) + 2 for name in tenants))
+    lines = [
+        f"{'tenant':<{width}}{'served':>12}{'out tok/s':>12}{'P99 TTFT ms':>12}{'service':>10}"
+    ]
+    for name, t in tenants.items():
+        served = f"{t['num_finished']}/{t['num_requests']}"
+        share = _pct(t["service_tokens"] / total) if total else "-"
+        lines.append(
+            f"{name:<{width}}{served:>12}{t['output_throughput_tok_s']:>12.1f}"
+            f"{_ms(t['ttft_s']['p99']).strip():>12}{share:>10}"
+        )
+    jain = s.get("fairness_jain")
+    lines.append(
+        "fairness: Jain's index over the tenants' service "
+        + ("-" if jain is None else f"{jain:.3f}")
+        + " (1 = equal service; 1/n = one tenant served alone)"
+    )
+    return lines
 
 
 def _pct(v) -> str:
