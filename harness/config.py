@@ -85,6 +85,9 @@ class BudgetConfig:
     # tokens computed in one step, all requests together; null: 2048 for a policy that chunks
     # prompts, max(2048, the longest request) for one that does not (vLLM's rule, see run.py)
     max_num_batched_tokens: int | None = None
+    # prefill tokens (every row but a decode) per step, within max_num_batched_tokens, so that
+    # prompts cannot take a whole step from decodes; null: no separate cap
+    max_num_prefill_tokens: int | None = None
     max_num_seqs: int = 256  # requests holding KV blocks at once
     block_size: int = 16  # tokens per KV block
     num_gpu_blocks: int | None = None  # KV cache size in blocks; default: sized from memory
@@ -309,7 +312,7 @@ def validate(cfg) -> None:
         raise ConfigError(f"engine.clock={e.clock!r}: use wall or virtual")
     if e.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"engine.dtype={e.dtype!r}: use auto, float32, bfloat16 or float16")
-    for key in ("max_num_batched_tokens", "max_num_seqs", "block_size"):
+    for key in ("max_num_batched_tokens", "max_num_prefill_tokens", "max_num_seqs", "block_size"):
         if b[key] is not None and b[key] < 1:
             raise ConfigError(f"budget.{key}={b[key]} must be >= 1")
     if b.block_size & (b.block_size - 1):

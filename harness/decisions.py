@@ -32,6 +32,7 @@ class Limits:
     max_num_seqs: int
     max_model_len: int
     starvation_threshold: int | None = None  # preemptions after which a request is protected
+    max_num_prefill_tokens: int | None = None  # prefill tokens per step (None: no separate cap)
 
 
 def check_decision(
@@ -62,6 +63,9 @@ def check_decision(
     over = _over_token_budget(view, d, running, waiting, swapped, bounded_by_token_budget)
     if over:
         raise fail("budget.max_num_batched_tokens", over)
+    over = _over_prefill_budget(view, d, running, waiting, swapped, bounded_by_token_budget)
+    if over:
+        raise fail("budget.max_num_prefill_tokens", over)
     need = sum(swapped[rid].num_blocks for rid in d.swap_in)
     admitted = 0
     for rid, n in d.num_scheduled_tokens.items():
@@ -99,6 +103,23 @@ def _over_token_budget(view, d, running, waiting, swapped, bounded: bool) -> str
         if r is not None and n == r.num_uncomputed_tokens:
             return ""
     return f"{total} tokens > {view.max_num_batched_tokens}"
+
+
+def _over_prefill_budget(view, d, running, waiting, swapped, bounded: bool) -> str:
+    """Why the step's prefill tokens (every row but a decode) break `max_num_prefill_tokens`, or
+    "", with the same exceptions as the step budget (a lone whole computation, static)."""
+    cap = view.max_num_prefill_tokens
+    if cap is None or not bounded:
+        return ""
+    rows = [(running.get(rid) or waiting.get(rid) or swapped.get(rid), n)
+            for rid, n in d.num_scheduled_tokens.items()]  # fmt: skip
+    prefill = [(r, n) for r, n in rows if r is not None and not (n == 1 and r.is_decode)]
+    total = sum(n for _, n in prefill)
+    if total <= cap:
+        return ""
+    if len(prefill) == 1 and not d.padding and prefill[0][1] == prefill[0][0].num_uncomputed_tokens:
+        return ""  # one whole prompt longer than the cap, as the step's only prefill
+    return f"{total} prefill tokens > {cap}"
 
 
 def rejection_reason(r: Request, max_model_len: int, num_gpu_blocks: int, block_size: int) -> str:

@@ -171,6 +171,7 @@ class Engine:
             block_size=kv.block_size, max_num_batched_tokens=lim.max_num_batched_tokens,
             max_num_seqs=lim.max_num_seqs, max_model_len=lim.max_model_len,
             starvation_threshold=lim.starvation_threshold,
+            max_num_prefill_tokens=lim.max_num_prefill_tokens,
         )  # fmt: skip
 
     # -- apply ---------------------------------------------------------------------------

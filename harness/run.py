@@ -177,6 +177,12 @@ def run(
     workload_stats = json.loads(json.dumps(getattr(workload, "stats", {}), default=str))
 
     budget = resolve_token_budget(cfg, policy, specs, max_model_len)
+    prefill_budget = cfg.budget.max_num_prefill_tokens
+    if prefill_budget is not None and prefill_budget > budget:
+        raise ConfigError(
+            f"budget.max_num_prefill_tokens={prefill_budget} is larger than the step budget "
+            f"budget.max_num_batched_tokens={budget}"
+        )
     if cfg.engine.num_threads:
         torch.set_num_threads(cfg.engine.num_threads)
     elif device.type == "cpu" and preset == "tiny" and not cfg.model.path:
@@ -197,7 +203,10 @@ def run(
         max_forward_tokens=max_forward,
     )  # fmt: skip
     kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
-    limits = Limits(budget, cfg.budget.max_num_seqs, max_model_len, cfg.engine.starvation_threshold)
+    limits = Limits(
+        budget, cfg.budget.max_num_seqs, max_model_len, cfg.engine.starvation_threshold,
+        prefill_budget,
+    )  # fmt: skip
     if clock is None:
         wall = cfg.engine.clock == "wall"
         clock = WallClock() if wall else VirtualClock(**cfg.engine.virtual_cost)

@@ -62,6 +62,8 @@ class SchedulerView:
     max_model_len: int | None = None  # longest sequence (prompt + outputs) a row may reach
     # requests preempted this many times are starving: victims only when nothing else is left
     starvation_threshold: int | None = None
+    # prefill tokens (anything but a decode) per step, within max_num_batched_tokens; None: no cap
+    max_num_prefill_tokens: int | None = None
 
     def num_new_blocks(self, request: RequestView, num_new_tokens: int) -> int:
         """GPU blocks `request` must gain to compute `num_new_tokens` more tokens."""

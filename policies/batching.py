@@ -42,6 +42,8 @@ class StepPlan:
         self.view = view
         self.preemption = preemption
         self.num_tokens_left = view.max_num_batched_tokens
+        # prefill chunks (anything but a decode) also count against the prefill budget
+        self.num_prefill_tokens_left = view.max_num_prefill_tokens or view.max_num_batched_tokens
         self.num_seats_left = view.max_num_seqs - len(view.running)
         self.num_free_blocks = view.num_free_blocks
         self.num_free_cpu_blocks = view.num_free_cpu_blocks
@@ -58,23 +60,38 @@ class StepPlan:
         num_blocks = request.num_blocks + self.num_free_blocks - reserve_blocks
         return max(0, num_blocks * self.view.block_size - request.num_computed_tokens)
 
-    def within_budget(self, num_tokens: int) -> bool:
-        """Whether `num_tokens` more fit the step's token budget. A computation longer than the
-        whole budget (a whole prompt under a policy that does not split them) fits only alone,
-        in a step that has nothing else: the engine runs it rather than reject the request."""
-        if num_tokens <= self.num_tokens_left:
+    def tokens_left(self, request: RequestView) -> int:
+        """Tokens `request` may still compute this step: the step's budget left and, unless it
+        is a decode, the prefill budget left (`budget.max_num_prefill_tokens`)."""
+        if request.is_decode:
+            return self.num_tokens_left
+        return min(self.num_tokens_left, self.num_prefill_tokens_left)
+
+    def within_budget(self, num_tokens: int, request: RequestView | None = None) -> bool:
+        """Whether `num_tokens` more (of `request`, if given: a prefill also counts against the
+        prefill budget) fit the step's budgets. A computation longer than a whole budget (a whole
+        prompt under a policy that does not split them) is let through rather than never run:
+        past the prefill budget as the step's only prefill, past the step budget alone."""
+        if num_tokens <= (self.tokens_left(request) if request else self.num_tokens_left):
             return True
+        cap = self.view.max_num_prefill_tokens
+        if request is not None and not request.is_decode and cap and num_tokens > cap:
+            first_prefill = self.num_prefill_tokens_left == cap
+            if first_prefill and num_tokens <= self.num_tokens_left:
+                return True  # the step's only prefill, decodes beside it
         alone = not (self.scheduled or self.padding)
         return alone and num_tokens > self.view.max_num_batched_tokens
 
     def fits(self, request: RequestView, num_tokens: int, reserve_blocks: int = 0) -> bool:
-        return self.within_budget(num_tokens) and (
+        return self.within_budget(num_tokens, request) and (
             self.num_new_blocks(request, num_tokens) <= self.num_free_blocks - reserve_blocks
         )
 
     def schedule(self, request: RequestView, num_tokens: int) -> None:
         self.num_free_blocks -= self.num_new_blocks(request, num_tokens)
         self.num_tokens_left -= num_tokens
+        if not request.is_decode:
+            self.num_prefill_tokens_left -= num_tokens
         self.scheduled[request.request_id] = num_tokens
 
     def preempt_request(self, victim: RequestView) -> Preemption:
@@ -101,7 +118,7 @@ class StepPlan:
 def whole(plan: StepPlan, request: RequestView) -> int:
     """All the request has left to compute (a decode is one token), or 0 if over budget."""
     n = request.num_uncomputed_tokens
-    return n if plan.within_budget(n) else 0
+    return n if plan.within_budget(n, request) else 0
 
 
 def schedule_running(

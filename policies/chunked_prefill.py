@@ -77,7 +77,7 @@ class ChunkedPrefillPolicy(Policy):
         """Tokens `request` may compute within the budget left and the per-step cap."""
         if not self.chunks_prefills:
             return whole(plan, request)
-        n = min(request.num_uncomputed_tokens, plan.num_tokens_left)
+        n = min(request.num_uncomputed_tokens, plan.tokens_left(request))
         if self.long_prefill_token_threshold and not request.is_decode:
             n = min(n, self.long_prefill_token_threshold)
         return n

@@ -53,7 +53,7 @@ class DecodePriorityPolicy(FcfsPolicy):
                 return
             n = whole(plan, request)
             full = full_length_blocks(view, request) - request.num_blocks
-            if n < 1 or not plan.within_budget(n) or full > plan.num_free_blocks - reserve:
+            if n < 1 or not plan.within_budget(n, request) or full > plan.num_free_blocks - reserve:
                 if self.skip_ahead:
                     continue
                 return

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from harness.batch import PLACEHOLDER_TOKEN
-from harness.engine import DecisionError
+from harness.engine import DecisionError, Limits
 from harness.request import RequestStatus
+from harness.run import run
 from policies.base import Decision, Policy, Preemption, SchedulerView
 from policies.fcfs import FcfsPolicy
-from tests.conftest import make_engine, make_specs, run_to_completion
+from tests.conftest import CONF_DIR, make_engine, make_specs, run_to_completion
 
 
 class Scripted(Policy):
@@ -149,3 +150,31 @@ def test_a_request_is_finished_exactly_when_its_last_token_is_on_the_host():
             seen_pending_finish |= done and pending
     assert seen_pending_finish  # the pipelined window was exercised
     assert all(r.status is RequestStatus.FINISHED for r in engine.requests.values())
+
+
+def test_a_decision_over_the_prefill_budget_names_it():
+    engine = make_engine(Scripted(lambda v: Decision({"r0": 10, "r1": 10})), num_gpu_blocks=16)
+    engine.limits = Limits(64, 4, 1024, None, max_num_prefill_tokens=16)
+    for s in make_specs([10, 10], [2, 2]):
+        engine.add_request(s)
+    with pytest.raises(DecisionError, match="broke budget.max_num_prefill_tokens.*20 prefill"):
+        engine.step()
+
+
+BOUNDED = sorted(p.stem for p in (CONF_DIR / "policy").glob("*.yaml") if p.stem != "static")
+
+
+@pytest.mark.parametrize("policy", BOUNDED)
+def test_every_policy_keeps_the_prefill_budget(compose_cfg, policy):
+    """budget.max_num_prefill_tokens=48 under a 256-token step: no step computes more than 48
+    prompt tokens, with every prompt (up to 40 tokens) within it; the engine would stop the run
+    on a decision over it. (Static batching is bound by memory only: its padded pass is one.)"""
+    cfg = compose_cfg(
+        "engine=cpu", "model=tiny", "engine.progress=false", "logger=none", f"policy={policy}",
+        "engine.clock=virtual", "workload.num_requests=10", "workload.arrival.rate=500",
+        "workload.prompt_len.max=40", "workload.output_len.min=2", "workload.output_len.max=6",
+        "budget.max_num_batched_tokens=256", "budget.max_num_prefill_tokens=48",
+    )  # fmt: skip
+    result = run(cfg, None)
+    assert result.summary["complete"] and result.summary["num_finished"] == 10
+    assert result.steps["num_prefill_tokens"].max() <= 48

@@ -151,6 +151,7 @@ def views(draw, fresh: bool = False):
         num_free_cpu_blocks=draw(st.integers(0, 100)), watermark_blocks=draw(st.integers(0, 2)),
         block_size=block_size, max_num_batched_tokens=draw(st.sampled_from([16, 64, 512, 2048])),
         max_num_seqs=max(len(running), draw(st.integers(1, 16))), max_model_len=4096,
+        max_num_prefill_tokens=draw(st.sampled_from([None, None, 8, 100])),
     )  # fmt: skip
 
 
@@ -168,6 +169,13 @@ def check_decision(view: SchedulerView, d, bounded_by_token_budget: bool = True)
         ((rid, n),) = d.num_scheduled_tokens.items()  # alone: exactly one request
         r = running.get(rid) or waiting.get(rid) or swapped.get(rid)
         assert not d.padding and n == r.num_uncomputed_tokens > view.max_num_batched_tokens
+    cap = view.max_num_prefill_tokens
+    prefill = {rid: n for rid, n in d.num_scheduled_tokens.items()
+               if not (n == 1 and (running.get(rid) or waiting.get(rid) or swapped.get(rid)).is_decode)}  # fmt: skip
+    if bounded_by_token_budget and cap is not None and sum(prefill.values()) > cap:
+        ((rid, n),) = prefill.items()  # the step's only prefill, whole
+        r = running.get(rid) or waiting.get(rid) or swapped.get(rid)
+        assert not d.padding and n == r.num_uncomputed_tokens > cap
     need, admitted = 0, 0
     for rid, n in d.num_scheduled_tokens.items():
         r = running.get(rid) or waiting.get(rid) or (swapped.get(rid) if rid in d.swap_in else None)
