@@ -39,7 +39,8 @@ class Workload(ABC):
             table, vocab_size, seed + self.seed_offset, self.rng(seed, TOKENS),
             self.prefix_block_tokens,
         )  # fmt: skip
-        tenants = table.tenants if table.tenants is not None else ["default"] * len(table)
+        tenants, priorities = table.attribute("tenants"), table.attribute("priorities")
+        slo_classes = table.attribute("slo_classes")
         return [
             RequestSpec(
                 request_id=f"r{i:06d}",
@@ -47,6 +48,8 @@ class Workload(ABC):
                 prompt_ids=ids[i],
                 max_output_tokens=int(table.output_tokens[i]),
                 tenant=str(tenants[i]),
+                priority=int(priorities[i]),
+                slo_class=None if slo_classes[i] is None else str(slo_classes[i]),
             )
             for i in range(len(table))
         ]

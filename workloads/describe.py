@@ -14,7 +14,8 @@ PERCENTILES = (50, 90, 99)
 
 
 def summarize(table: RequestTable) -> dict:
-    """Count, duration, mean rate, inter-arrival CV and length statistics of `table`."""
+    """Count, duration, mean rate, inter-arrival CV and length statistics of `table`, and the
+    count of each tenant's requests when there are several tenants."""
     t = table.arrival_s
     gaps = np.diff(t)
     out = {
@@ -25,6 +26,9 @@ def summarize(table: RequestTable) -> dict:
         if len(gaps) and gaps.mean() > 0
         else None,
     }
+    if table.tenants is not None and len(set(table.tenants.tolist())) > 1:
+        names, num = np.unique(table.tenants, return_counts=True)
+        out["requests_by_tenant"] = {str(k): int(v) for k, v in zip(names, num, strict=True)}
     for name, values in (("prompt", table.prompt_tokens), ("output", table.output_tokens)):
         out[f"{name}_tokens"] = {
             "mean": float(values.mean()),
@@ -40,6 +44,7 @@ def format_summary(title: str, summary: dict, stats: dict) -> str:
     lines = [
         title,
         f"  requests            {summary['num_requests']}",
+        *_tenant_lines(summary.get("requests_by_tenant", {})),
         f"  duration            {summary['duration_s']:.1f} s",
         f"  mean rate           {rate:.3f} req/s" if rate else "  mean rate           -",
         f"  inter-arrival CV    {cv:.3f}" if cv is not None else "  inter-arrival CV    -",
@@ -53,6 +58,11 @@ def format_summary(title: str, summary: dict, stats: dict) -> str:
     if counts:
         lines.append("  loading: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return "\n".join(lines)
+
+
+def _tenant_lines(requests_by_tenant: dict[str, int]) -> list[str]:
+    width = max(map(len, requests_by_tenant), default=0)
+    return [f"    tenant {name:<{width}}  {num}" for name, num in requests_by_tenant.items()]
 
 
 def plot(table: RequestTable, title: str, path: Path, stats: dict | None = None) -> Path:

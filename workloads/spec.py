@@ -16,6 +16,7 @@ class RequestSpec:
     max_output_tokens: int  # output length is forced to this (EOS is ignored)
     tenant: str = "default"
     priority: int = 0  # larger is more important
+    slo_class: str | None = None  # a named latency class (e.g. "interactive"); policies map it
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -20,6 +20,11 @@ class RequestTable:
     output_tokens: np.ndarray  # [n] same dtype as prompt_tokens
     hash_ids: list[np.ndarray] | None = None  # Mooncake: per request, one id per prefix block
     tenants: np.ndarray | None = None  # [n] str (BurstGPT: the model), else "default"
+    priorities: np.ndarray | None = None  # [n] int64, larger is more important, else 0
+    slo_classes: np.ndarray | None = None  # [n] object: str or None, else None
+
+    # The optional per-request attributes: column name -> the value of a request without one.
+    ATTRIBUTES = {"tenants": "default", "priorities": 0, "slo_classes": None}
 
     def __len__(self) -> int:
         return len(self.prompt_tokens)
@@ -34,7 +39,10 @@ class RequestTable:
             prompt_tokens=self.prompt_tokens[index],
             output_tokens=self.output_tokens[index],
             hash_ids=None if self.hash_ids is None else [self.hash_ids[i] for i in index],
-            tenants=None if self.tenants is None else self.tenants[index],
+            **{
+                name: None if getattr(self, name) is None else getattr(self, name)[index]
+                for name in self.ATTRIBUTES
+            },
         )
 
     def head(self, n: int) -> RequestTable:
@@ -52,10 +60,29 @@ class RequestTable:
             prompt_tokens=np.concatenate([t.prompt_tokens for t in tables]),
             output_tokens=np.concatenate([t.output_tokens for t in tables]),
             hash_ids=None if first.hash_ids is None else [h for t in tables for h in t.hash_ids],
-            tenants=None if first.tenants is None else np.concatenate([t.tenants for t in tables]),
+            **{name: _concat_attribute(tables, name) for name in RequestTable.ATTRIBUTES},
         )
+
+    def attribute(self, name: str) -> np.ndarray:
+        """The attribute column `name` of `ATTRIBUTES`, filled with its default when absent."""
+        column = getattr(self, name)
+        return column if column is not None else _filled(name, len(self))
 
     @staticmethod
     def empty(timed: bool = True) -> RequestTable:
         z = np.zeros(0, dtype=np.int64)
         return RequestTable(np.zeros(0) if timed else None, z, z.copy())
+
+
+def _filled(name: str, n: int) -> np.ndarray:
+    default = RequestTable.ATTRIBUTES[name]
+    if isinstance(default, int):
+        return np.full(n, default, dtype=np.int64)
+    return np.full(n, default, dtype=object if default is None else None)
+
+
+def _concat_attribute(tables: list[RequestTable], name: str) -> np.ndarray | None:
+    """The attribute over all `tables`; a table without it contributes its default."""
+    if all(getattr(t, name) is None for t in tables):
+        return None
+    return np.concatenate([t.attribute(name) for t in tables])

@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 from workloads.errors import WorkloadError
 from workloads.readers.csv_common import (
     SortCheck,
+    attribute_columns,
+    attribute_types,
     check_count,
     counts,
     csv_batches,
@@ -50,16 +52,19 @@ def read_azure(
     path: Path, allow_unsorted: bool = False, stats: dict | None = None
 ) -> Iterator[RequestTable]:
     """Yield chunks of the trace; times are seconds since the first row."""
-    require_columns(path, read_header(path), COLUMNS)
+    header = read_header(path)
+    require_columns(path, header, COLUMNS)
     types = {"TIMESTAMP": pa.string(), "ContextTokens": pa.int64(), "GeneratedTokens": pa.int64()}
+    attr_types, attr_checks = attribute_types(header)
     zoned, t0_ns = None, None
     sort_check = SortCheck(path, "TIMESTAMP", allow_unsorted)
     checks = {
         "TIMESTAMP": _time_check(False),
         "ContextTokens": check_count,
         "GeneratedTokens": check_count,
+        **attr_checks,
     }
-    for start, cols in csv_batches(path, types, checks):
+    for start, cols in csv_batches(path, types | attr_types, checks):
         stamps = cols["TIMESTAMP"]
         if zoned is None:
             zoned = bool(_ZONE.search(stamps[0].as_py().strip()[19:]))
@@ -81,6 +86,7 @@ def read_azure(
             arrival_s=times,
             prompt_tokens=counts(cols["ContextTokens"]),
             output_tokens=counts(cols["GeneratedTokens"]),
+            **attribute_columns(path, cols, start),
         )
     if zoned is None:
         raise WorkloadError("empty trace", path)

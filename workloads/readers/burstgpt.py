@@ -14,6 +14,9 @@ import pyarrow.compute as pc
 from workloads.errors import WorkloadError
 from workloads.readers.csv_common import (
     SortCheck,
+    attribute_columns,
+    attribute_types,
+    check_any,
     check_count,
     check_seconds,
     counts,
@@ -38,14 +41,16 @@ def read_burstgpt(
     """Yield chunks of the rows that pass the filters; times are seconds since the first row."""
     if failed not in ("drop", "keep"):
         raise WorkloadError(f"workload.failed={failed!r}: use drop or keep")
-    require_columns(path, read_header(path), COLUMNS)
+    header = read_header(path)
+    require_columns(path, header, COLUMNS)
+    attr_types, attr_checks = attribute_types(header)
     types = {
         "Timestamp": pa.float64(), "Model": pa.string(), "Request tokens": pa.int64(),
         "Response tokens": pa.int64(), "Log Type": pa.string(),
     }  # fmt: skip
     checks = {
         "Timestamp": check_seconds, "Request tokens": check_count,
-        "Response tokens": check_count, "Model": _any, "Log Type": _any,
+        "Response tokens": check_count, "Model": check_any, "Log Type": check_any, **attr_checks,
     }  # fmt: skip
     stats = stats if stats is not None else {}
     for key in ("num_rows", "num_filtered_out", "num_failed"):
@@ -53,7 +58,7 @@ def read_burstgpt(
     stats["failed_requests"] = failed
     sort_check = SortCheck(path, "Timestamp", allow_unsorted)
     t0 = None
-    for start, cols in csv_batches(path, types, checks):
+    for start, cols in csv_batches(path, types | attr_types, checks):
         times = cols["Timestamp"].to_numpy(zero_copy_only=False)
         t0 = times[0] if t0 is None else t0
         sort_check(times, start, lambda i: line_of_row(path, i))
@@ -72,13 +77,11 @@ def read_burstgpt(
         if failed == "drop":
             keep &= ~is_failed
         index = np.flatnonzero(keep)
+        attributes = {"tenants": cols["Model"].to_numpy(zero_copy_only=False).astype(str)}
+        attributes |= attribute_columns(path, cols, start)  # a `tenant` column wins over Model
         yield RequestTable(
             arrival_s=times[index] - t0,
             prompt_tokens=counts(cols["Request tokens"])[index],
             output_tokens=np.maximum(outputs[index], 1),  # a kept failure still answers a token
-            tenants=cols["Model"].to_numpy(zero_copy_only=False)[index].astype(str),
+            **{name: column[index] for name, column in attributes.items()},
         )
-
-
-def _any(text: str) -> str | None:
-    return None

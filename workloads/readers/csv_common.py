@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from workloads.errors import WorkloadError
@@ -22,6 +23,9 @@ BLOCK_BYTES = 1 << 20  # ~1 MB of CSV text per batch (~25k Azure rows): arrow re
 # several batches, so larger blocks cost memory (16 MB blocks: ~0.5 GB resident) for no speed.
 
 MAX_COUNT = 2**31 - 1
+# Optional per-request columns any CSV trace may carry; a blank cell is the default.
+PRIORITY_PATTERN = r"[+-]?\d{1,18}"  # fits int64 with room for arithmetic
+ATTRIBUTE_COLUMNS = {"tenant": "tenants", "priority": "priorities", "slo_class": "slo_classes"}
 Check = Callable[[str], str | None]  # a cell's text -> why it is bad, or None
 
 
@@ -133,6 +137,48 @@ def check_count(text: str) -> str | None:
 def counts(arr: pa.Array) -> np.ndarray:
     """A checked token-count column as int32 (half the memory of int64 on huge traces)."""
     return arr.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def check_priority(text: str) -> str | None:
+    """A priority: an integer (larger is more important), or blank for 0."""
+    s = text.strip()
+    if s and not re.fullmatch(PRIORITY_PATTERN, s):
+        return f"priority must be an integer (at most 18 digits), got {text!r}"
+    return None
+
+
+def attribute_types(header: list[str]) -> tuple[dict[str, pa.DataType], dict[str, Check]]:
+    """Arrow types and checks of the optional `ATTRIBUTE_COLUMNS` that `header` has."""
+    present = [name for name in ATTRIBUTE_COLUMNS if name in header]
+    checks = {name: check_priority if name == "priority" else check_any for name in present}
+    return {name: pa.string() for name in present}, checks
+
+
+def attribute_columns(path: Path, cols: dict[str, pa.Array], start: int) -> dict[str, np.ndarray]:
+    """RequestTable keyword arguments (`tenants`, ...) of the attribute columns in `cols`:
+    blank tenant -> "default", blank priority -> 0, blank slo_class -> None."""
+    out = {}
+    for name, field in ATTRIBUTE_COLUMNS.items():
+        if name not in cols:
+            continue
+        text = pc.utf8_trim_whitespace(cols[name])
+        blank = pc.equal(text, "").to_numpy(zero_copy_only=False)
+        if name == "priority":
+            ok = pc.or_(pc.match_substring_regex(text, f"^{PRIORITY_PATTERN}$"), pc.equal(text, ""))
+            if not pc.all(ok).as_py():
+                raise_first_bad_row(path, {name: check_priority}, start, "bad priority")
+            text = pc.if_else(pc.equal(text, ""), "0", text)
+            out[field] = pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
+            continue
+        values = text.to_numpy(zero_copy_only=False).astype(object)
+        values[blank] = "default" if name == "tenant" else None
+        out[field] = values.astype(str) if name == "tenant" else values
+    return out
+
+
+def check_any(text: str) -> str | None:
+    """Any text (a free-form column such as a model name)."""
+    return None
 
 
 def check_seconds(text: str) -> str | None:

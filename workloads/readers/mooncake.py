@@ -1,5 +1,6 @@
 """Mooncake JSONL: `timestamp` (ms), `input_length`, `output_length`, `hash_ids` (one id per
-512-token prefix block; requests with equal ids share that block of prompt tokens)."""
+512-token prefix block; requests with equal ids share that block of prompt tokens), and the
+optional `tenant` (string), `priority` (integer) and `slo_class` (string or null)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from workloads.errors import WorkloadError
 from workloads.table import RequestTable
 
 FIELDS = ["timestamp", "input_length", "output_length", "hash_ids"]
+# Optional field -> (RequestTable column, the value of a row without it).
+ATTRIBUTE_FIELDS = {
+    "tenant": ("tenants", "default"),
+    "priority": ("priorities", 0),
+    "slo_class": ("slo_classes", None),
+}
 CHUNK_ROWS = 100_000
 
 
@@ -21,13 +28,13 @@ def read_mooncake(
     path: Path, allow_unsorted: bool = False, stats: dict | None = None
 ) -> Iterator[RequestTable]:
     """Yield chunks; times are seconds since the first row."""
-    rows: list[tuple[float, int, int, np.ndarray]] = []
+    rows: list[tuple[float, int, int, np.ndarray, dict]] = []
     t0, last, num_rows = None, -math.inf, 0
     with open(path, encoding="utf-8") as f:
         for line_no, text in enumerate(f, start=1):
             if not text.strip():
                 continue
-            t, p, o, h = _parse(path, line_no, text)
+            t, p, o, h, attributes = _parse(path, line_no, text)
             t0 = t if t0 is None else t0
             if t < last and not allow_unsorted:
                 raise WorkloadError(
@@ -36,7 +43,7 @@ def read_mooncake(
                     path, line=line_no, column="timestamp",
                 )  # fmt: skip
             last = max(last, t)
-            rows.append((t - t0, p, o, h))
+            rows.append((t - t0, p, o, h, attributes))
             num_rows += 1
             if len(rows) == CHUNK_ROWS:
                 yield _table(rows, stats)
@@ -47,7 +54,7 @@ def read_mooncake(
         raise WorkloadError("empty trace: no rows", path, line=1)
 
 
-def _parse(path: Path, line_no: int, text: str) -> tuple[float, int, int, np.ndarray]:
+def _parse(path: Path, line_no: int, text: str) -> tuple[float, int, int, np.ndarray, dict]:
     try:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -72,16 +79,47 @@ def _parse(path: Path, line_no: int, text: str) -> tuple[float, int, int, np.nda
         isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in hashes
     ):
         raise WorkloadError("not a list of integers >= 0", path, line_no, "hash_ids")
-    return values[0] / 1000.0, int(values[1]), int(values[2]), np.asarray(hashes, dtype=np.int64)
+    hashes = np.asarray(hashes, dtype=np.int64)
+    return (
+        values[0] / 1000.0,
+        int(values[1]),
+        int(values[2]),
+        hashes,
+        _attributes(path, line_no, row),
+    )
+
+
+def _attributes(path: Path, line_no: int, row: dict) -> dict:
+    """The optional fields of `row` that it has, type-checked."""
+    out = {}
+    for name in ATTRIBUTE_FIELDS.keys() & row.keys():
+        v = row[name]
+        if name == "priority":
+            if isinstance(v, bool) or not isinstance(v, int) or abs(v) >= 10**18:
+                raise WorkloadError(f"priority must be an integer, got {v!r}", path, line_no, name)
+        elif not isinstance(v, str) and not (name == "slo_class" and v is None):
+            kind = "a string or null" if name == "slo_class" else "a string"
+            raise WorkloadError(f"{name} must be {kind}, got {v!r}", path, line_no, name)
+        out[name] = v
+    return out
 
 
 def _table(rows: list, stats: dict | None) -> RequestTable:
     if stats is not None:
         stats["num_rows"] = stats.get("num_rows", 0) + len(rows)
-    t, p, o, h = zip(*rows, strict=True)
+    t, p, o, h, attributes = zip(*rows, strict=True)
+    columns = {}
+    for name, (column, default) in ATTRIBUTE_FIELDS.items():
+        if any(name in a for a in attributes):
+            values = [a.get(name, default) for a in attributes]
+            dtype = np.int64 if name == "priority" else object
+            columns[column] = np.asarray(values, dtype=dtype)
+    if "tenants" in columns:
+        columns["tenants"] = columns["tenants"].astype(str)
     return RequestTable(
         arrival_s=np.asarray(t, dtype=np.float64),
         prompt_tokens=np.asarray(p, dtype=np.int64),
         output_tokens=np.asarray(o, dtype=np.int64),
         hash_ids=list(h),
+        **columns,
     )

@@ -11,6 +11,8 @@ import pyarrow as pa
 
 from workloads.readers.csv_common import (
     SortCheck,
+    attribute_columns,
+    attribute_types,
     check_count,
     check_seconds,
     counts,
@@ -35,6 +37,8 @@ def read_vidur(
     checks = {"num_prefill_tokens": check_count, "num_decode_tokens": check_count}
     if timed:
         types["arrived_at"], checks["arrived_at"] = pa.float64(), check_seconds
+    attr_types, attr_checks = attribute_types(header)
+    types, checks = types | attr_types, checks | attr_checks
     sort_check = SortCheck(path, "arrived_at", allow_unsorted)
     t0 = None
     for start, cols in csv_batches(path, types, checks):
@@ -50,4 +54,5 @@ def read_vidur(
             arrival_s=times,
             prompt_tokens=counts(cols["num_prefill_tokens"]),
             output_tokens=counts(cols["num_decode_tokens"]),
+            **attribute_columns(path, cols, start),
         )
