@@ -53,14 +53,19 @@ COLUMNS = (
     ("useful_token_share", "useful_token_share", None, "useful tokens (share)"),
     ("kv_usage_mean", "kv_usage_mean", None, "KV used, mean (share)"),
     ("kv_usage_peak", "kv_usage_peak", None, "KV used, peak (share)"),
+    # Not ranked: equal service is a goal only where the tenants asked for as much.
+    ("fairness_jain", "fairness_jain", None, "fairness (Jain)"),
+    ("service_share", "service_share", None, "service (share)"),  # a tenant's row (--by)
 )
-OPTIONAL = {"busy_share", "useful_token_share", "kv_usage_mean", "kv_usage_peak"}  # newer runs
+RUN_ONLY = ("busy_share", "useful_token_share", "kv_usage_mean", "kv_usage_peak", "fairness_jain")
+OPTIONAL = {*RUN_ONLY, "service_share"}  # newer runs, or split rows only
+SPLITS = ("tenant", "priority")  # --by: a comparison row per run configuration x value
 LEGEND = (
     "Latencies in ms; mean ± 95% confidence interval over the n seeds of a configuration. "
     "**Bold**: the best of its column among complete runs of the same workload (same request "
     "fingerprint) that finished as many requests as any of them. † finished fewer requests than "
-    "another run of its workload: never ranked. Rejections, aborts, busy and KV shares are not "
-    "ranked."
+    "another run of its workload: never ranked. Rejections, aborts, busy and KV shares, "
+    "fairness and service shares are not ranked."
 )
 
 
@@ -338,10 +343,51 @@ def mark_best(table: pd.DataFrame) -> None:
     table["best_in"] = [",".join(best[i]) for i in table.index]
 
 
-def comparison(df: pd.DataFrame) -> pd.DataFrame:
+def split_runs(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """A row per run and value of `by` (`tenant`, `priority`), its metrics recomputed from the
+    run's requests.parquet over that slice (throughputs over the whole run's makespan), and
+    `service_share`, the slice's share of the run's service. Run-wide figures (busy, KV,
+    fairness) are blanked. A run without readable records by `by` is warned and skipped."""
+    from harness.metrics import slice_summaries
+
+    rows = []
+    for _, run in df.iterrows():
+        try:
+            requests = pd.read_parquet(Path(run["run_dir"]) / "requests.parquet")
+            slo = {k: _number(run.get(f"slo.{k}")) for k in ("ttft_s", "tpot_s", "e2e_s")}
+            slices = slice_summaries(requests, by, float(run["duration_s"]), slo)
+            if not slices:
+                raise ValueError(f"requests.parquet has no '{by}' column")
+        except Exception as exc:
+            warnings.warn(
+                f"skipping {run['run_dir']} in the split by {by}: {type(exc).__name__}: {exc}",
+                SkippedRun,
+                stacklevel=2,
+            )
+            continue
+        total = sum(s["service_tokens"] for s in slices.values())
+        for value, summary in slices.items():
+            row = run.to_dict()
+            row.update({k: math.nan for k in RUN_ONLY})
+            row.update(pd.json_normalize(summary, sep=".").iloc[0].to_dict())
+            row["service_share"] = summary["service_tokens"] / total if total else math.nan
+            row[by] = value
+            rows.append(row)
+    columns = dict.fromkeys([*df.columns, *(k for r in rows for k in r)])
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def _number(value) -> float | None:
+    value = pd.to_numeric(value, errors="coerce")
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def comparison(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
     """The P99 table: a row per configuration (policy x budget x workload x varying config,
-    repeats over seeds aggregated), `best_in` naming the columns where it is best in `group`."""
-    keys = row_keys(df)
+    repeats over seeds aggregated), `best_in` naming the columns where it is best in `group`.
+    With `by` (`df` from `split_runs`), a row per configuration and value of `by`, ranked only
+    against the rows of the same value."""
+    keys = [*row_keys(df), *([by] if by else [])]
     table = aggregate(run_metrics(df, keys), keys)
     assign_groups(table)
     mark_best(table)
@@ -456,11 +502,16 @@ def sweep_group(df: pd.DataFrame) -> str | None:
 
 
 def write_report(
-    roots: Sequence[Path], out_dir: Path, max_timelines: int = 6, include_incomplete: bool = False
+    roots: Sequence[Path],
+    out_dir: Path,
+    max_timelines: int = 6,
+    include_incomplete: bool = False,
+    by: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load the runs under `roots`; write report.md, report.csv, runs.csv and PNGs to `out_dir`;
-    (runs, comparison). Raises ReportError when there is nothing to report or `out_dir` cannot
-    be written."""
+    (runs, comparison). With `by`, the comparison (report.md, report.csv) is split by tenant or
+    priority; runs.csv and the plots stay whole runs. Raises ReportError when there is nothing
+    to report or `out_dir` cannot be written."""
     from harness import report_plots
 
     df, num_incomplete = scan_runs(roots, include_incomplete)
@@ -469,15 +520,20 @@ def write_report(
     prepare_out_dir(out_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = comparison(df)
+        table = whole = comparison(df)
+        if by:
+            split = split_runs(df, by)
+            if split.empty:
+                raise ReportError(f"no run has requests.parquet records by {by}")
+            table = comparison(split, by)
     for w in caught:  # passed on, and the mismatches also go into report.md
         warnings.warn(w.message, stacklevel=2)
     mismatches = [str(w.message) for w in caught if issubclass(w.category, WorkloadMismatch)]
     try:
         df.to_csv(out_dir / "runs.csv", index=False)
         table.drop(columns=["workloads", "setting"]).to_csv(out_dir / "report.csv", index=False)
-        pngs = report_plots.plot_all(df, table, row_keys(df), out_dir, max_timelines)
-        (out_dir / "report.md").write_text(_report_md(df, table, roots, pngs, mismatches))
+        pngs = report_plots.plot_all(df, whole, row_keys(df), out_dir, max_timelines)
+        (out_dir / "report.md").write_text(_report_md(df, table, roots, pngs, mismatches, by))
     except OSError as exc:
         raise ReportError(f"cannot write the report to {out_dir}: {exc}", 2) from None
     return df, table
@@ -494,13 +550,21 @@ def _no_runs_message(roots: Sequence[Path], num_incomplete: int) -> str:
     )
 
 
-def _report_md(df, table, roots, pngs: Sequence[Path], mismatches: Sequence[str]) -> str:
+def _report_md(
+    df, table, roots, pngs: Sequence[Path], mismatches: Sequence[str], by: str | None = None
+) -> str:
+    split = (
+        f" Split by {by}: each {by}'s requests of a run, ranked only against the same {by}; "
+        "throughput over the run's makespan; the plots show whole runs."
+        if by
+        else ""
+    )
     return "\n".join(
         [
-            "# Scheduling policies: P99 comparison",
+            f"# Scheduling policies: P99 comparison{f' by {by}' if by else ''}",
             "",
             f"{len(df)} runs ({len(table)} configurations) from "
-            f"{', '.join(str(r) for r in roots)}. {LEGEND}",
+            f"{', '.join(str(r) for r in roots)}. {LEGEND}{split}",
             "",
             *(f"> **WARNING**: {m}\n" for m in mismatches),
             to_markdown(table),
@@ -520,6 +584,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-timelines", type=int, default=6, help="step timeline PNGs at most")
     parser.add_argument("--include-incomplete", action="store_true", help="keep interrupted runs")
     parser.add_argument(
+        "--by", choices=SPLITS, help="split each comparison row by tenant or priority"
+    )
+    parser.add_argument(
         "--wandb",
         action="store_true",
         help="also log the table to W&B, in the runs' sweep group (offline unless WANDB_MODE)",
@@ -529,7 +596,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            df, table = write_report(args.dirs, out, args.max_timelines, args.include_incomplete)
+            df, table = write_report(
+                args.dirs, out, args.max_timelines, args.include_incomplete, args.by
+            )
         except ReportError as exc:
             error = exc
         else:
