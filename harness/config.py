@@ -105,6 +105,14 @@ class SloConfig:
 
 
 @dataclass
+class AdmissionConfig:
+    """Admission control at arrival (harness/admission.py); null: off."""
+
+    max_waiting: int | None = None  # requests waiting at most; more are shed
+    max_predicted_wait_s: float | None = None  # shed above this predicted queueing delay
+
+
+@dataclass
 class RunConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -112,6 +120,7 @@ class RunConfig:
     workload: Any = MISSING  # a `_target_` node: the workload class and its arguments
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     slo: SloConfig = field(default_factory=SloConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     logger: Any = MISSING  # a `_target_` node: where results go
     seed: int = 0
     results_dir: str = "results"

@@ -50,10 +50,12 @@ class Engine:
     def __init__(
         self, policy: Policy, executor: Executor, kv: KVCacheManager, limits: Limits, clock,
         recorder, temperature: float = 0.0, top_p: float = 1.0, pipelined: bool = False,
+        admission=None,
     ) -> None:  # fmt: skip
         self.policy, self.executor, self.kv = policy, executor, kv
         self.limits, self.clock, self.recorder = limits, clock, recorder
         self.temperature, self.top_p = temperature, top_p
+        self.admission = admission  # harness.admission.Admission, or None: admit all that fits
         self.requests: dict[str, Request] = {}
         # Insertion-ordered dicts used as queues: O(1) removal from the middle.
         self.waiting: dict[str, Request] = {}  # arrival order, recompute victims in front
@@ -76,6 +78,8 @@ class Engine:
         self.requests[spec.request_id] = request
         lim, gpu = self.limits, self.kv.gpu
         reason = rejection_reason(request, lim.max_model_len, gpu.num_blocks, self.kv.block_size)
+        if not reason and self.admission is not None:
+            reason = self.admission.shed_reason(self.waiting.values(), request.num_prompt_tokens)
         if reason:
             request.status, request.reason = RequestStatus.REJECTED, reason
             request.finish_s = self.clock.now()
@@ -146,6 +150,8 @@ class Engine:
                 r.status, r.finish_s = RequestStatus.FINISHED, end_s
                 self.num_done += 1
             self._record(f, end_s)
+            if self.admission is not None:
+                self.admission.on_step(self.recorder.steps[-1])
             self._last_end_s = end_s
             self.num_steps += 1
 

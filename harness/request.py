@@ -87,12 +87,19 @@ class Request:
 
 def workload_fingerprint(specs) -> str:
     """A short hash of the request specs (ids, arrival times, prompt ids, output lengths, tenant,
-    priority), order-independent: two runs with the same fingerprint served the same requests."""
+    priority, SLO class), order-independent: two runs with the same fingerprint served the same requests."""
     digest = hashlib.sha256()
     for s in sorted(specs, key=lambda s: s.request_id):
         digest.update(
             repr(
-                (s.request_id, float(s.arrival_s), s.max_output_tokens, s.tenant, s.priority)
+                (
+                    s.request_id,
+                    float(s.arrival_s),
+                    s.max_output_tokens,
+                    s.tenant,
+                    s.priority,
+                    s.slo_class,
+                )
             ).encode()
         )
         digest.update(array("q", s.prompt_ids).tobytes())

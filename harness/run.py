@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from harness.admission import Admission
 from harness.config import ConfigError, validate
 from harness.engine import DecisionError, Engine, Limits, StallError
 from harness.executors.model_runner import ModelRunner, kv_block_bytes
@@ -211,10 +212,14 @@ def run(
         wall = cfg.engine.clock == "wall"
         clock = WallClock() if wall else VirtualClock(**cfg.engine.virtual_cost)
     recorder = Recorder()
+    try:
+        admission = Admission(**OmegaConf.to_container(cfg.admission))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     engine = Engine(
         policy, executor, kv, limits, clock, recorder,
         temperature=cfg.engine.temperature, top_p=cfg.engine.top_p,
-        pipelined=cfg.engine.async_scheduling,
+        pipelined=cfg.engine.async_scheduling, admission=admission,
     )  # fmt: skip
 
     fingerprint = workload_fingerprint(specs)
