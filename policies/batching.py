@@ -22,14 +22,17 @@ def pick_victim(
     candidates: Iterable[RequestView],
     protect_at: int | None = None,
     first: Container[str] = (),
+    protected_before: float | None = None,
 ) -> RequestView:
     """The request to preempt: lowest priority, then latest arrival; requests whose ids are in
-    `first` before all others. Requests already preempted `protect_at` times or more (starving)
-    are chosen only when no other candidate is left."""
+    `first` before all others. Requests already preempted `protect_at` times or more (starving),
+    or that arrived before `protected_before` (waited past a policy's `max_wait_s`), are chosen
+    only when no other candidate is left."""
 
     def key(r: RequestView) -> tuple:
         starving = protect_at is not None and r.num_preemptions >= protect_at
-        return (not starving, r.request_id in first, by_importance(r))
+        aged = protected_before is not None and r.arrival_s < protected_before
+        return (not (starving or aged), r.request_id in first, by_importance(r))
 
     return max(candidates, key=key)
 
@@ -38,9 +41,16 @@ class StepPlan:
     """A decision under construction: what is scheduled, preempted and swapped in so far, and the
     token, seat, GPU-block and CPU-block budgets left for the rest of the step."""
 
-    def __init__(self, view: SchedulerView, preemption: Preemption = Preemption.RECOMPUTE):
+    def __init__(
+        self,
+        view: SchedulerView,
+        preemption: Preemption = Preemption.RECOMPUTE,
+        max_wait_s: float | None = None,
+    ):
         self.view = view
         self.preemption = preemption
+        # aging: a request in the system longer than `max_wait_s` is no longer a victim
+        self.protected_before = None if max_wait_s is None else view.now_s - max_wait_s
         self.num_tokens_left = view.max_num_batched_tokens
         # prefill chunks (anything but a decode) also count against the prefill budget
         self.num_prefill_tokens_left = view.max_num_prefill_tokens or view.max_num_batched_tokens
@@ -51,6 +61,14 @@ class StepPlan:
         self.preempt: dict[str, Preemption] = {}
         self.swap_in: list[str] = []
         self.padding: list[Padding] = []
+
+    def only_aged_victims(self, request: RequestView, candidates: list[RequestView]) -> bool:
+        """Aging: every other candidate is past its maximum wait and `request` is not, so
+        `request` is its own victim rather than one of them."""
+        before = self.protected_before
+        if before is None or request.arrival_s < before:
+            return False
+        return all(r.arrival_s < before for r in candidates)
 
     def num_new_blocks(self, request: RequestView, num_tokens: int) -> int:
         return self.view.num_new_blocks(request, num_tokens)
@@ -149,10 +167,12 @@ def schedule_running(
                 break
             if wait and plan.scheduled:
                 break
-            if not spare and not queue:
+            if not spare and not queue or plan.only_aged_victims(request, spare + queue):
                 plan.preempt_request(request)
                 break
-            victim = pick_victim(spare + queue, plan.view.starvation_threshold, first)
+            victim = pick_victim(
+                spare + queue, plan.view.starvation_threshold, first, plan.protected_before
+            )
             (spare if victim.request_id in first else queue).remove(victim)
             plan.preempt_request(victim)
 

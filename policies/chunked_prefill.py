@@ -20,6 +20,9 @@ preempt it when they need them), and otherwise preempts a later prefill in progr
 No swap-in or admission in a step that preempts. (vLLM v1 differs: its running queue mixes
 prefills and decodes in admission order and preempts its tail, which can be a decode while an
 earlier-admitted prefill keeps its chunk.)
+Aging (`max_wait_s`, off by default): a request in the system longer than `max_wait_s`
+is chosen as a preemption victim only when no other candidate is left, so its wait is
+bounded by the queue ahead of it rather than by repeated recomputation.
 """
 
 from __future__ import annotations
@@ -45,15 +48,19 @@ class ChunkedPrefillPolicy(Policy):
         max_num_partial_prefills: int = 1,
         long_prefill_token_threshold: int = 0,
         preemption: str = "recompute",
+        max_wait_s: float | None = None,
     ) -> None:
         if max_num_partial_prefills < 1 or long_prefill_token_threshold < 0:
             raise ValueError("max_num_partial_prefills must be >= 1, the threshold >= 0")
+        if max_wait_s is not None and max_wait_s <= 0:
+            raise ValueError(f"max_wait_s must be > 0 or null, got {max_wait_s}")
+        self.max_wait_s = max_wait_s
         self.max_num_partial_prefills = max_num_partial_prefills
         self.long_prefill_token_threshold = long_prefill_token_threshold
         self.preemption = Preemption(preemption)
 
     def schedule(self, view: SchedulerView) -> Decision:
-        plan = StepPlan(view, self.preemption)
+        plan = StepPlan(view, self.preemption, self.max_wait_s)
         self._schedule_running(plan)
         if swap_in_swapped(plan, self._chunk, chunked=self.chunks_prefills) and not plan.preempt:
             self._admit_waiting(plan)

@@ -9,6 +9,9 @@ decode. Then waiting requests are admitted in arrival order, whole prompts only,
 token budget, `max_num_seqs` and the KV cache (keeping the watermark) allow; the first that does
 not fit blocks those behind it (strict FCFS: no skipping ahead). No admission in a step that
 preempts.
+Aging (`max_wait_s`, off by default): a request in the system longer than `max_wait_s`
+is chosen as a preemption victim only when no other candidate is left, so its wait is
+bounded by the queue ahead of it rather than by repeated recomputation.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ from policies.batching import (
 class FcfsPolicy(Policy):
     """First come, first served, whole prompts, preemption of the latest arrival."""
 
-    def __init__(self, preemption: str = "recompute") -> None:
+    def __init__(self, preemption: str = "recompute", max_wait_s: float | None = None) -> None:
+        if max_wait_s is not None and max_wait_s <= 0:
+            raise ValueError(f"max_wait_s must be > 0 or null, got {max_wait_s}")
         self.preemption = Preemption(preemption)
+        self.max_wait_s = max_wait_s
 
     def schedule(self, view: SchedulerView) -> Decision:
-        plan = StepPlan(view, self.preemption)
+        plan = StepPlan(view, self.preemption, self.max_wait_s)
         self._schedule_running(plan)
         if swap_in_swapped(plan, whole) and not plan.preempt:
             self._admit_waiting(plan)
