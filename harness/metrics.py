@@ -34,6 +34,7 @@ def requests_frame(requests: Iterable[Request]) -> pd.DataFrame:
                 "arrival_s": r.arrival_s,
                 "tenant": r.spec.tenant,
                 "priority": r.spec.priority,
+                "slo_class": r.spec.slo_class,
                 "prompt_tokens": r.num_prompt_tokens,
                 "output_tokens": r.num_output_tokens,
                 "max_output_tokens": r.spec.max_output_tokens,
