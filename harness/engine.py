@@ -79,7 +79,7 @@ class Engine:
         lim, gpu = self.limits, self.kv.gpu
         reason = rejection_reason(request, lim.max_model_len, gpu.num_blocks, self.kv.block_size)
         if not reason and self.admission is not None:
-            reason = self.admission.shed_reason(self.waiting.values(), request.num_prompt_tokens)
+            reason = self.admission.shed_reason(self.waiting.values())
         if reason:
             request.status, request.reason = RequestStatus.REJECTED, reason
             request.finish_s = self.clock.now()
@@ -150,8 +150,6 @@ class Engine:
                 r.status, r.finish_s = RequestStatus.FINISHED, end_s
                 self.num_done += 1
             self._record(f, end_s)
-            if self.admission is not None:
-                self.admission.on_step(self.recorder.steps[-1])
             self._last_end_s = end_s
             self.num_steps += 1
 
@@ -198,6 +196,8 @@ class Engine:
                 self.running[rid] = r
             if r.first_scheduled_s is None:
                 r.first_scheduled_s = self.clock.now()
+                if self.admission is not None:
+                    self.admission.on_admit(r.first_scheduled_s)
             applied.scheduled.append((r, n))
         return applied
 
