@@ -23,18 +23,11 @@ the price of the late ones' tail (Buttazzo, Hard Real-Time Computing Systems, ch
 
 from __future__ import annotations
 
-from policies.base import Decision, Policy, Preemption, RequestView, SchedulerView
-from policies.batching import (
-    StepPlan,
-    admit_waiting,
-    by_importance,
-    schedule_running,
-    swap_in_swapped,
-    whole,
-)
+from policies.base import RequestView, SchedulerView
+from policies.fcfs import FcfsPolicy
 
 
-class EdfPolicy(Policy):
+class EdfPolicy(FcfsPolicy):
     """Whole prompts, earliest TTFT deadline first (late ones last with `deprioritize_missed`)."""
 
     def __init__(
@@ -44,26 +37,15 @@ class EdfPolicy(Policy):
         deprioritize_missed: bool = False,
         preemption: str = "recompute",
     ) -> None:
+        super().__init__(preemption)
         self.ttft_s = ttft_s
         self.tenant_ttft_s = dict(tenant_ttft_s or {})
         if any(s is not None and s < 0 for s in (ttft_s, *self.tenant_ttft_s.values())):
             raise ValueError("TTFT SLOs must be >= 0")
         self.deprioritize_missed = deprioritize_missed
-        self.preemption = Preemption(preemption)
 
-    def schedule(self, view: SchedulerView) -> Decision:
-        plan = StepPlan(view, self.preemption)
-        self._schedule_running(plan)
-        if swap_in_swapped(plan, whole) and not plan.preempt:
-            self._admit_waiting(plan)
-        return plan.decision()
-
-    def _schedule_running(self, plan: StepPlan) -> None:
-        schedule_running(plan, sorted(plan.view.running, key=by_importance), whole)
-
-    def _admit_waiting(self, plan: StepPlan) -> None:
-        queue = sorted(plan.view.waiting, key=lambda r: self._rank(plan.view.now_s, r))
-        admit_waiting(plan, whole, queue=queue)
+    def _admission_order(self, view: SchedulerView) -> list[RequestView]:
+        return sorted(view.waiting, key=lambda r: self._rank(view.now_s, r))
 
     def deadline_s(self, request: RequestView) -> float:
         """When `request`'s first token is due."""

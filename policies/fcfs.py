@@ -16,7 +16,7 @@ bounded by the queue ahead of it rather than by repeated recomputation.
 
 from __future__ import annotations
 
-from policies.base import Decision, Policy, Preemption, SchedulerView
+from policies.base import Decision, Policy, Preemption, RequestView, SchedulerView
 from policies.batching import (
     StepPlan,
     admit_waiting,
@@ -47,4 +47,9 @@ class FcfsPolicy(Policy):
         schedule_running(plan, sorted(plan.view.running, key=by_importance), whole)
 
     def _admit_waiting(self, plan: StepPlan) -> None:
-        admit_waiting(plan, whole, skip_ahead=False)
+        admit_waiting(plan, whole, skip_ahead=False, queue=self._admission_order(plan.view))
+
+    def _admission_order(self, view: SchedulerView) -> list[RequestView] | None:
+        """The order waiting requests are admitted in; None: the engine's (arrival order,
+        recompute victims first). Policies that differ from FCFS only here override it."""
+        return None

@@ -25,20 +25,13 @@ from __future__ import annotations
 import math
 import random
 
-from policies.base import Decision, Policy, Preemption, RequestView, SchedulerView
-from policies.batching import (
-    StepPlan,
-    admit_waiting,
-    by_importance,
-    schedule_running,
-    swap_in_swapped,
-    whole,
-)
+from policies.base import RequestView, SchedulerView
+from policies.fcfs import FcfsPolicy
 
 PREDICTORS = ("oracle", "noisy")
 
 
-class SjfPolicy(Policy):
+class SjfPolicy(FcfsPolicy):
     """Whole prompts, shortest predicted output first; starved requests first past `max_wait_s`."""
 
     def __init__(
@@ -49,28 +42,17 @@ class SjfPolicy(Policy):
         max_wait_s: float = 5.0,
         preemption: str = "recompute",
     ) -> None:
+        super().__init__(preemption)  # no victim protection: sjf's aging is in its admission
         if predictor not in PREDICTORS:
             raise ValueError(f"predictor must be one of {', '.join(PREDICTORS)}, not {predictor!r}")
         if noise < 0 or max_wait_s <= 0:
             raise ValueError("noise must be >= 0 and max_wait_s > 0")
         self.predictor, self.noise, self.noise_seed = predictor, noise, noise_seed
-        self.max_wait_s = max_wait_s
-        self.preemption = Preemption(preemption)
+        self.admit_first_after_s = max_wait_s  # aging: waited this long, admitted first
         self._predicted: dict[str, float] = {}  # memo: a prediction is drawn once per request
 
-    def schedule(self, view: SchedulerView) -> Decision:
-        plan = StepPlan(view, self.preemption)
-        self._schedule_running(plan)
-        if swap_in_swapped(plan, whole) and not plan.preempt:
-            self._admit_waiting(plan)
-        return plan.decision()
-
-    def _schedule_running(self, plan: StepPlan) -> None:
-        schedule_running(plan, sorted(plan.view.running, key=by_importance), whole)
-
-    def _admit_waiting(self, plan: StepPlan) -> None:
-        queue = sorted(plan.view.waiting, key=lambda r: self._rank(plan.view.now_s, r))
-        admit_waiting(plan, whole, queue=queue)
+    def _admission_order(self, view: SchedulerView) -> list[RequestView]:
+        return sorted(view.waiting, key=lambda r: self._rank(view.now_s, r))
 
     def predicted_output_tokens(self, request: RequestView) -> float:
         """The predictor's output length for `request` (the true one for `oracle`)."""
@@ -84,7 +66,7 @@ class SjfPolicy(Policy):
         return self._predicted[request.request_id]
 
     def _rank(self, now_s: float, request: RequestView) -> tuple:
-        if now_s - request.arrival_s > self.max_wait_s:
+        if now_s - request.arrival_s > self.admit_first_after_s:
             return (0, request.arrival_s, request.request_id)  # starved: oldest first
         remaining = self.predicted_output_tokens(request) - request.num_output_tokens
         return (1, max(remaining, 1.0), request.arrival_s, request.request_id)
