@@ -41,7 +41,7 @@ class _InFlight:
     applied: _Applied
     start_s: float
     host_done_s: float
-    device_time_s: float | None = None  # set from the clock's model under a virtual clock
+    device_time_s: float | None = None  # measured, or the virtual clock's modelled cost
 
 
 class Engine:
@@ -140,8 +140,8 @@ class Engine:
             sampled = f.handle.result()  # may raise (a device fault): the step stays in flight
             self._inflight.pop(0)
             modelled = self.clock.advance_step(f.batch)  # a virtual clock's cost, or None
-            if modelled is not None:
-                f.device_time_s = modelled
+            measured = getattr(f.handle, "device_time_s", None)
+            f.device_time_s = measured if modelled is None else modelled
             end_s = self.clock.now()
             for (r, index), token in zip(f.sampled_rows, sampled.tolist(), strict=True):
                 r.output_ids[index] = token
@@ -260,12 +260,11 @@ class Engine:
 
     def _record(self, f: _InFlight, end_s: float) -> None:
         a, num_decode = f.applied, f.batch.num_decode_seqs
-        device_time_s = f.device_time_s or getattr(f.handle, "device_time_s", None)
         self.recorder.on_step(StepRecord(
             step=self.num_steps, start_s=f.start_s,
             # pipelined steps overlap: a step's duration is what it added to the wall time
             duration_s=end_s - max(f.start_s, self._last_end_s),
-            host_time_s=f.host_done_s - f.start_s, device_time_s=device_time_s,
+            host_time_s=f.host_done_s - f.start_s, device_time_s=f.device_time_s,
             num_prefill_tokens=sum(n for _, n in a.scheduled) - num_decode,
             num_decode_tokens=num_decode, num_padding_tokens=f.batch.num_padding_tokens,
             num_scheduled_seqs=len(a.scheduled), num_running=len(self.running),

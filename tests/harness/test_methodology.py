@@ -133,3 +133,12 @@ def test_summary_reports_utilisation_and_kv_pressure(compose_cfg):
     assert s["kv_usage_peak"] == pytest.approx(usage.max())
     assert 0 < s["kv_usage_mean"] <= s["kv_usage_peak"] <= 1
     assert len(s["workload_fingerprint"]) == 16
+
+
+def test_a_virtual_step_of_zero_cost_records_zero_device_time(compose_cfg):
+    """Under the virtual clock a step's device time is its modelled cost, even when that is 0
+    (the measured cpu time must not stand in for it)."""
+    zero = [f"engine.virtual_cost.{k}=0" for k in ("step_s", "per_token_s", "per_context_token_s")]
+    cfg = compose_cfg(*CPU, "policy=fcfs", "engine.clock=virtual", "workload.num_requests=3", *zero)
+    steps = run(cfg, None).steps
+    assert len(steps) > 0 and (steps["device_time_s"] == 0).all()
