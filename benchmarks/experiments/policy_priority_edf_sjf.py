@@ -82,6 +82,12 @@ def at_saturation(specs: list[RequestSpec], budget: list[str], seed: int, model)
     return arriving(specs, args.load * cap, seed)
 
 
+def served(requests) -> str:
+    """finished/requests (rejected): every row of a comparison must serve the same requests."""
+    done = int((requests.status == "finished").sum())
+    return f"{done}/{len(requests)} ({int((requests.status == 'rejected').sum())} rej.)"
+
+
 def table(rows: list[dict]) -> None:
     cols = list(rows[0])
     width = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
@@ -111,8 +117,10 @@ def sjf(model) -> None:
         ("sjf oracle", "sjf", []),
         ("sjf oracle, max_wait_s=0.5", "sjf", ["policy.max_wait_s=0.5"]),
     ]:
-        s = serve(specs, policy, *budget, *extra, f"seed={seed}", model=model).summary
-        rows.append({"policy": name, "mean E2E s": s["e2e_s"]["mean"],
+        result = serve(specs, policy, *budget, *extra, f"seed={seed}", model=model)
+        s = result.summary
+        rows.append({"policy": name, "served": served(result.requests),
+                     "mean E2E s": s["e2e_s"]["mean"],
                      "P50 E2E s": s["e2e_s"]["p50"], "P99 E2E s": s["e2e_s"]["p99"],
                      "mean TTFT s": s["ttft_s"]["mean"], "makespan s": s["duration_s"]})  # fmt: skip
     table(rows)
@@ -135,7 +143,8 @@ def priority(model) -> None:
         result = serve(specs, policy, *budget, *extra, model=model)
         req = result.requests
         high, low = req[req.priority == 1], req[req.priority == 0]
-        rows.append({"policy": name, "high P99 TTFT s": high.ttft_s.quantile(0.99),
+        rows.append({"policy": name, "served": served(req),
+                     "high P99 TTFT s": high.ttft_s.quantile(0.99),
                      "high mean TTFT s": high.ttft_s.mean(),
                      "low P99 TTFT s": low.ttft_s.quantile(0.99),
                      "all mean E2E s": req.e2e_s.mean(),
@@ -167,7 +176,7 @@ def edf(model) -> None:
             ("edf, deprioritize_missed", "edf", [*edf_slo, "policy.deprioritize_missed=true"]),
         ]:
             req = serve(arrived, policy, *budget, *extra, model=model).requests
-            row = {"policy": name}
+            row = {"policy": name, "served": served(req)}
             for tenant in ("chat", "batch"):
                 ttft = req[req.tenant == tenant].ttft_s
                 row[f"{tenant} P99 TTFT s"] = ttft.quantile(0.99)

@@ -105,6 +105,12 @@ def fairness(requests: pd.DataFrame, tenants: tuple[str, str], w_p: float, w_q: 
     return {"share": shares[0] / shares.sum(), "gap": gap, "backlogged_s": duration}
 
 
+def _served(requests) -> str:
+    """finished/requests and rejected: every row of a comparison must serve the same requests."""
+    done, rejected = (requests.status == "finished").sum(), (requests.status == "rejected").sum()
+    return f"{f'{done}/{len(requests)}':>9} {rejected:>4}"
+
+
 def vtc_experiment(args) -> None:
     rng = np.random.default_rng(args.seed)
     n = args.requests
@@ -121,7 +127,7 @@ def vtc_experiment(args) -> None:
           f"(L_input {prompt_lens.max()}, M {batch_tokens})")  # fmt: skip
     print(
         f"{'policy':<8} {'heavy share':>11} {'max gap':>8} {'2U':>6} {'within':>6} "
-        f"{'both backlogged':>15} {'TTFT heavy':>10} {'TTFT light':>10}"
+        f"{'both backlogged':>15} {'TTFT heavy':>10} {'TTFT light':>10} {'finished':>9} {'rej.':>4}"
     )
     for policy in ("fcfs", "vtc"):
         requests = serve(specs, policy, *budget).requests
@@ -129,7 +135,7 @@ def vtc_experiment(args) -> None:
         ttft = requests.groupby("tenant").ttft_s.mean()
         print(f"{policy:<8} {f['share']:>11.1%} {f['gap']:>8.0f} {bound:>6.0f} "
               f"{'yes' if f['gap'] <= bound else 'no':>6} {f['backlogged_s']:>14.2f}s "
-              f"{ttft['heavy']:>9.2f}s {ttft['light']:>9.2f}s")  # fmt: skip
+              f"{ttft['heavy']:>9.2f}s {ttft['light']:>9.2f}s {_served(requests)}")  # fmt: skip
 
 
 # -- mlfq -----------------------------------------------------------------------------------------
@@ -155,7 +161,8 @@ def mlfq_experiment(args) -> None:
     )
     print(
         f"{'policy':<16} {'short E2E mean':>14} {'p90':>6} {'p99':>6} {'TTFT mean':>9} "
-        f"{'long E2E mean':>13} {'p99':>6} {'all E2E mean':>12} {'preempt':>7}"
+        f"{'long E2E mean':>13} {'p99':>6} {'all E2E mean':>12} {'preempt':>7} {'finished':>9} "
+        f"{'rej.':>4}"
     )
     for name, policy, *extra in MLFQ_VARIANTS:
         result = serve(specs, policy, *budget, *extra)
@@ -164,7 +171,7 @@ def mlfq_experiment(args) -> None:
         print(f"{name:<16} {s.e2e_s.mean():>13.3f}s {s.e2e_s.quantile(0.9):>5.2f}s "
               f"{s.e2e_s.quantile(0.99):>5.2f}s {s.ttft_s.mean():>8.3f}s {lg.e2e_s.mean():>12.2f}s "
               f"{lg.e2e_s.quantile(0.99):>5.2f}s {r.e2e_s.mean():>11.3f}s "
-              f"{int(result.summary['num_preemptions']):>7}")  # fmt: skip
+              f"{int(result.summary['num_preemptions']):>7} {_served(r)}")  # fmt: skip
 
 
 def main() -> None:
