@@ -47,8 +47,15 @@ class VirtualCostConfig:
     per_swap_block_s: float = 1e-5
 
 
+def _local_executor() -> dict:
+    return {"_target_": "harness.executors.local.LocalExecutor"}
+
+
 @dataclass
 class EngineConfig:
+    # What runs a step (a `_target_` node given engine.* and model.*): the engine=NAME presets
+    # in conf/engine/ set it; the real model on this machine's device by default
+    executor: Any = field(default_factory=_local_executor)
     kind: str = "auto"  # auto | cuda | cpu
     dtype: str = "auto"  # auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16 | float16
     max_model_len: int | None = None  # default: the model's max_position_embeddings

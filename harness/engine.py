@@ -41,7 +41,7 @@ class _InFlight:
     applied: _Applied
     start_s: float
     host_done_s: float
-    device_time_s: float | None = None  # measured, or the virtual clock's modelled cost
+    device_time_s: float | None = None  # measured, or the step-cost model's
 
 
 class Engine:
@@ -50,12 +50,13 @@ class Engine:
     def __init__(
         self, policy: Policy, executor: Executor, kv: KVCacheManager, limits: Limits, clock,
         recorder, temperature: float = 0.0, top_p: float = 1.0, pipelined: bool = False,
-        admission=None,
+        admission=None, step_cost=None,
     ) -> None:  # fmt: skip
         self.policy, self.executor, self.kv = policy, executor, kv
         self.limits, self.clock, self.recorder = limits, clock, recorder
         self.temperature, self.top_p = temperature, top_p
         self.admission = admission  # harness.admission.Admission, or None: admit all that fits
+        self.step_cost = step_cost  # harness/step_cost.py: time is modelled (None: measured)
         self.requests: dict[str, Request] = {}
         # Insertion-ordered dicts used as queues: O(1) removal from the middle.
         self.waiting: dict[str, Request] = {}  # arrival order, recompute victims in front
@@ -139,9 +140,11 @@ class Engine:
             f = self._inflight[0]
             sampled = f.handle.result()  # may raise (a device fault): the step stays in flight
             self._inflight.pop(0)
-            modelled = self.clock.advance_step(f.batch)  # a virtual clock's cost, or None
-            measured = getattr(f.handle, "device_time_s", None)
-            f.device_time_s = measured if modelled is None else modelled
+            if self.step_cost is not None:
+                f.device_time_s = self.step_cost.step_time(f.batch)
+                self.clock.advance(f.device_time_s)
+            else:
+                f.device_time_s = getattr(f.handle, "device_time_s", None)
             end_s = self.clock.now()
             for (r, index), token in zip(f.sampled_rows, sampled.tolist(), strict=True):
                 r.output_ids[index] = token
@@ -186,7 +189,7 @@ class Engine:
         moved = [(self.swapped.pop(rid), self.kv.swap_in(rid)) for rid in d.swap_in]
         for r, _ in moved:
             r.status, self.running[r.request_id] = RequestStatus.RUNNING, r
-        applied.num_swapped_in_blocks = self._copy_blocks(moved, self.executor.swap_in, applied)
+        applied.num_swapped_in_blocks = self._copy_blocks(moved, applied, swap_in=True)
         for rid, n in d.num_scheduled_tokens.items():
             r = self.requests[rid]
             self.kv.allocate(rid, r.num_computed_tokens + n)
@@ -215,22 +218,23 @@ class Engine:
                 self.kv.free(rid)
                 r.status, r.num_computed_tokens = RequestStatus.WAITING, 0
                 recomputed.append(r)
-        num_swapped_out = self._copy_blocks(moved, self.executor.swap_out, applied)
+        num_swapped_out = self._copy_blocks(moved, applied, swap_in=False)
         # Recompute victims go back to the front of the queue, oldest first.
         recomputed.sort(key=lambda r: r.arrival_s)
         self.waiting = {**{r.request_id: r for r in recomputed}, **self.waiting}
         applied.num_preempted = len(preempt)
         applied.num_swapped_out_blocks = num_swapped_out
 
-    def _copy_blocks(self, moved: list[tuple[Request, list]], copy, applied: _Applied) -> int:
+    def _copy_blocks(self, moved: list[tuple[Request, list]], applied: _Applied, swap_in) -> int:
         """Run one batched swap copy for all `moved` (request, block pairs); time it, and charge
         each request its share by blocks. Returns the number of blocks moved."""
         pairs = [p for _, request_pairs in moved for p in request_pairs]
         if not pairs:
             return 0
         t0 = self.clock.now()
-        copy(pairs)
-        self.clock.advance_swap(len(pairs))
+        (self.executor.swap_in if swap_in else self.executor.swap_out)(pairs)
+        if self.step_cost is not None:
+            self.clock.advance(self.step_cost.swap_time(len(pairs), swap_in))
         elapsed = self.clock.now() - t0
         applied.swap_time_s += elapsed
         for r, request_pairs in moved:

@@ -13,6 +13,8 @@ from harness.request import RequestSpec
 class WallClock:
     """Seconds since the run started, on the host's monotonic clock."""
 
+    virtual = False
+
     def __init__(self) -> None:
         self._t0 = time.perf_counter()
 
@@ -28,27 +30,16 @@ class WallClock:
         if delay > 0:
             time.sleep(delay)
 
-    def advance_step(self, batch) -> None:
-        """Wall time moves by itself (the step's device time is measured, not modelled)."""
-
-    def advance_swap(self, num_blocks: int) -> None:
-        """Wall time moves by itself."""
-
 
 class VirtualClock:
-    """Deterministic time for exact reproducibility: a step costs a linear model of its work
-    (`engine.clock=virtual`; the knobs are `engine.virtual_cost.*`), not what it really took."""
+    """Time that moves only when told: by a step's modelled cost (`advance`, called by the
+    engine with its step-cost model, harness/step_cost.py) or to the next arrival. A run on it
+    is exactly reproducible."""
 
-    def __init__(
-        self,
-        step_s: float = 2e-3,
-        per_token_s: float = 2e-5,
-        per_context_token_s: float = 1e-8,
-        per_swap_block_s: float = 1e-5,
-    ) -> None:
+    virtual = True
+
+    def __init__(self) -> None:
         self.t = 0.0
-        self.step_s, self.per_token_s = step_s, per_token_s
-        self.per_context_token_s, self.per_swap_block_s = per_context_token_s, per_swap_block_s
 
     def start(self) -> None:
         self.t = 0.0
@@ -59,15 +50,8 @@ class VirtualClock:
     def wait_until(self, t: float) -> None:
         self.t = max(self.t, t)
 
-    def advance_step(self, batch) -> float:
-        """Charge the step's modelled cost; returns it (the step's device time, virtually)."""
-        cost = self.step_s + self.per_token_s * (batch.num_tokens)
-        cost += self.per_context_token_s * float(batch.seq_lens.sum())
-        self.t += cost
-        return cost
-
-    def advance_swap(self, num_blocks: int) -> None:
-        self.t += self.per_swap_block_s * num_blocks
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
 
 
 def serve(engine: Engine, specs: Sequence[RequestSpec], clock, progress: bool = True) -> None:

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from harness.config import CONF_DIR, CONFIG_ERRORS, register
-    from harness.run import instantiate_node, model_args, resolve_device, resolve_max_model_len
+    from harness.run import build_executor, instantiate_node
     from workloads.describe import format_summary, plot, summarize
 
     register()
@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         name = cfg.hydra.runtime.choices.get("workload", "workload")
         OmegaConf.set_struct(cfg, False)
         cfg.pop("hydra")
-        _, model = model_args(cfg, resolve_device(cfg.engine.kind))
-        max_model_len = resolve_max_model_len(cfg, model)
+        max_model_len = build_executor(cfg).max_model_len  # cheap: no model is built
         workload = instantiate_node(cfg, "workload")
         table = workload.load(seed=cfg.seed, max_model_len=max_model_len)
     except CONFIG_ERRORS as exc:

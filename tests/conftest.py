@@ -41,10 +41,6 @@ class ManualClock:
     def wait_until(self, t: float) -> None:
         self.t = max(self.t, t)
 
-    def advance_step(self, batch) -> None: ...
-
-    def advance_swap(self, num_blocks: int) -> None: ...
-
 
 def make_specs(
     prompt_lens, output_lens, vocab_size=256, seed=0, arrivals=None

@@ -8,6 +8,7 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
+import harness.executors.local
 import harness.run
 from harness.config import ConfigError
 
@@ -17,7 +18,7 @@ def no_model_build(monkeypatch):
     def _fail(*a, **k):
         raise AssertionError("a model was built before the config was checked")
 
-    monkeypatch.setattr(harness.run, "build_model", _fail)
+    monkeypatch.setattr(harness.executors.local, "build_model", _fail)
 
 
 def test_unknown_group_option(compose_cfg):
