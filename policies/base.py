@@ -27,6 +27,7 @@ class RequestView:
     num_blocks: int  # KV blocks held (on the GPU, or on the CPU when swapped)
     num_preemptions: int
     tenant: str = "default"  # who sent it (fairness policies serve tenants, not requests)
+    slo_class: str | None = None  # its latency class (RequestSpec.slo_class), e.g. "interactive"
 
     @property
     def num_uncomputed_tokens(self) -> int:
