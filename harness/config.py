@@ -56,7 +56,10 @@ class EngineConfig:
     # What runs a step (a `_target_` node given engine.* and model.*): the engine=NAME presets
     # in conf/engine/ set it; the real model on this machine's device by default
     executor: Any = field(default_factory=_local_executor)
-    kind: str = "auto"  # auto | cuda | cpu
+    kind: str = "auto"  # auto | cuda | cpu | sim (engine=sim: conf/engine/sim.yaml)
+    # engine=sim: the calibrated step-time profile, a packaged name (harness/profiles/NAME.json)
+    # or a file written by `python -m harness.calibrate` (docs/simulator.md)
+    profile: str | None = None
     dtype: str = "auto"  # auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16 | float16
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     gpu_memory_utilization: float = 0.90  # cuda: fraction of device memory the run may use
@@ -322,10 +325,15 @@ def _remove_if_unused(folder: Path) -> bool:
 def validate(cfg) -> None:
     """Reject impossible values, naming the key; runs before anything heavy is built."""
     e, b = cfg.engine, cfg.budget
-    if e.kind not in ("auto", "cuda", "cpu"):
-        raise ConfigError(f"engine.kind={e.kind!r}: use auto, cuda or cpu")
+    if e.kind not in ("auto", "cuda", "cpu", "sim"):
+        raise ConfigError(f"engine.kind={e.kind!r}: use auto, cuda, cpu or sim")
     if e.clock not in ("wall", "virtual"):
         raise ConfigError(f"engine.clock={e.clock!r}: use wall or virtual")
+    if e.kind == "sim" and not e.get("profile"):
+        raise ConfigError("engine=sim needs engine.profile=NAME_OR_FILE (e.g. cpu_tiny)")
+    if e.kind == "sim" and e.clock != "virtual":
+        raise ConfigError(f"engine=sim models its step times: engine.clock={e.clock} must be "
+                          "virtual")  # fmt: skip
     if e.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"engine.dtype={e.dtype!r}: use auto, float32, bfloat16 or float16")
     for key in ("max_num_batched_tokens", "max_num_prefill_tokens", "max_num_seqs", "block_size"):
