@@ -80,6 +80,9 @@ class EngineConfig:
     # a request preempted this many times is reported as starving and protected from being a
     # victim again while other candidates exist (null: neither)
     starvation_threshold: int | None = 8
+    # automatic prefix caching: full KV blocks are shared by hash of their tokens and prefix
+    # (docs/prefix_caching.md); off: every request computes its whole prompt
+    enable_prefix_caching: bool = True
     virtual_cost: VirtualCostConfig = field(default_factory=VirtualCostConfig)
 
 
