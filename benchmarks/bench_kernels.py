@@ -1,9 +1,28 @@
-"""GPU benchmarks for kernels/: ceilings, paged decode, extend, unified-vs-two, swap (issue 3).
+"""`python benchmarks/bench_kernels.py COMMAND ...`: the GPU's ceilings, the model's layers and
+steps against them, and the kernels of `kernels/` alone. (The engine's own benchmarks, offline,
+peers and load, are `benchmarks/bench_engine.py`.)
 
-Run on a CUDA machine: `python benchmarks/bench_kernels.py --out DIR`. Writes
-DIR/kernels_<device>_<date>.md (tables) and DIR/kernels_<device>_<date>.json (every number).
-Times are `triton.testing.do_bench` medians. Each section is independent: one failing is
-recorded and the others still run.
+Commands (each needs a CUDA device; `COMMAND --help` lists its options):
+  model SECTION... --out DIR [--model llama3_8b]
+      The hardware sections that `benchmarks/bench_engine.py` and, before it,
+      `python -m harness.bench` ran; one JSON, DIR/model.json, rewritten after every section:
+        ceilings   device copy bandwidth (read + write) and bf16 matmul rate (CUDA events)
+        roofline   a decode step at batch 256 x context 1k against (weights + KV bytes) / copy
+                   bandwidth; an 8k-token prefill against the bf16 matmul rate
+        decode     CUDA-graph decode steps over batch sizes and contexts against the same floor
+        gemm       the model's linear layers over row counts against their byte / FLOP floors
+        attention  the paged decode attention kernel over context mixes, split heuristic vs fixed
+        profile    kernel time breakdown of one eager decode step at batch 256 x context 1k
+  kernels --out DIR [--sections ceilings,decode,extend,unified,swap,tune]
+      Issue 3's kernel report (was `python benchmarks/bench_kernels.py --out DIR`): paged decode
+      and extend attention against SDPA flash, unified vs two launches, launch tuning, KV swap.
+      Writes DIR/kernels_<device>_<date>.md (tables) and .json (every number), after every
+      section. Times are `triton.testing.do_bench` medians; a section that fails is recorded and
+      the others still run.
+
+The timing helpers (`timed`, `bench_ms`, `capture_graph`, `graph_timed`, `graph_ms`) and the
+builders (`build_model`, `decode_batch`, `triton_backend`, `ceilings`) are public: the scripts of
+`benchmarks/experiments/` import them.
 """
 
 from __future__ import annotations
@@ -11,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import gc
 import json
 import os
 import subprocess
@@ -19,6 +39,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import triton
@@ -29,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from kernels.kv_swap import swap_blocks  # noqa: E402
 from kernels.paged_attention import paged_decode_attention, paged_extend_attention  # noqa: E402
 
-# llama3_8b attention shapes
+# llama3_8b attention shapes (the `kernels` command)
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, NUM_LAYERS = 32, 8, 128, 32
 DTYPE = torch.bfloat16
 DEVICE = "cuda"
@@ -37,23 +58,322 @@ SCALE = HEAD_DIM**-0.5
 BYTES = 2  # bf16
 
 
+def log(*args) -> None:
+    print(*args, flush=True)
+
+
+# ----------------------------------------------------------------------------- timing helpers
+
+
+def timed(fn, warmup: int = 3, iters: int = 10) -> float:
+    """Median seconds of `fn()` on the device (events around each call)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return float(np.median(times))
+
+
 def bench_ms(fn, rep: int = 60) -> float:
+    """Median milliseconds of `fn()` by `triton.testing.do_bench` (L2 flushed between calls)."""
     return triton.testing.do_bench(fn, warmup=10, rep=rep, return_mode="median")
+
+
+def capture_graph(fn):
+    """(graph, output) of `fn()` captured in a CUDA graph, after one run on a side stream
+    (Triton compiles and the allocator settles outside the capture)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
+def graph_timed(fn, args: list[tuple], reps: int = 4) -> float:
+    """Median seconds of one `fn(*a)` call, replayed in a CUDA graph that cycles through `args`
+    (`reps` times), as a model's layers run inside a decode graph: no launch gaps, and with
+    enough distinct weight copies in `args` every call reads its weights from HBM, not L2."""
+
+    def cycle(n: int = reps):
+        for _ in range(n):
+            for a in args:
+                fn(*a)
+
+    graph, _ = capture_graph(cycle)
+    return timed(graph.replay, warmup=1, iters=5) / (reps * len(args))
 
 
 def graph_ms(fn, rep: int = 60) -> float:
     """Median time of a CUDA-graph replay of `fn` (no host launch overhead, as the engine runs
     decode steps). `fn` runs once eagerly first, so Triton compiles outside the capture."""
     fn()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    graph, _ = capture_graph(fn)
     return bench_ms(graph.replay, rep=rep)
+
+
+def ceilings(timer=timed, copy_bytes: int = 2**29) -> dict:
+    """Device copy bandwidth (bytes read + written, GB/s) over a `copy_bytes` bf16 buffer and the
+    bf16 matmul rate (8192^3, TFLOP/s), on random data; `timer(fn)` gives seconds. The defaults
+    (CUDA events, 512 MiB) are the `model` command's; the `kernels` report times a 2 GiB copy with
+    `do_bench`, and the two give different figures (H200: 4106 vs 4270 GB/s, 787 vs 716 TFLOP/s),
+    so each record names its command."""
+    x = torch.randn(copy_bytes // BYTES, device="cuda", dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    copy_s = timer(lambda: y.copy_(x))
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    mm_s = timer(lambda: a @ b)
+    return {
+        "copy_GBps": 2 * copy_bytes / copy_s / 1e9,
+        "bf16_matmul_TFLOPs": 2 * 8192**3 / mm_s / 1e12,
+    }
+
+
+# ----------------------------------------------------------------------------- model builders
+
+
+def build_model(preset: str):
+    from harness.models.loader import build_model
+
+    return build_model(preset, None, torch.device("cuda"), torch.bfloat16, seed=0)
+
+
+def triton_backend():
+    from harness.models.attention import TritonAttention
+
+    return TritonAttention()
+
+
+def decode_batch(bs: int, ctx: int, block: int, vocab: int):
+    """bs one-token decodes at context ctx, each on its own consecutive blocks."""
+    from harness.executors.base import Batch
+
+    per_seq = -(-ctx // block)
+    tables = np.arange(bs * per_seq, dtype=np.int32).reshape(bs, per_seq)
+    return Batch(
+        input_ids=np.random.randint(0, vocab, bs), positions=np.full(bs, ctx - 1, np.int64),
+        slot_mapping=tables[:, (ctx - 1) // block].astype(np.int64) * block + (ctx - 1) % block,
+        query_start_loc=np.arange(bs + 1, dtype=np.int32), seq_lens=np.full(bs, ctx, np.int32),
+        block_tables=tables, logits_indices=np.arange(bs), max_query_len=1, max_seq_len=ctx,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- model sections
+
+
+@torch.inference_mode()
+def roofline(model, copy_GBps: float, matmul_TFLOPs: float) -> dict:
+    from harness.executors.base import Batch
+    from harness.executors.model_runner import ModelRunner, kv_block_bytes
+
+    a, bs, ctx, block = model.args, 256, 1024, 16
+    per_seq = ctx // block
+    runner = ModelRunner(model, bs * per_seq + 8, 0, block, backend=triton_backend(), cuda_graphs=True,
+                         max_num_seqs=bs, max_model_len=2048)  # fmt: skip
+    batch = decode_batch(bs, ctx, block, a.vocab_size)
+    runner.kv_cache.normal_()
+    decode_s = timed(lambda: runner.execute(batch), warmup=3, iters=20)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_bytes = bs * per_seq * kv_block_bytes(model, block, torch.bfloat16)
+    floor_s = (weight_bytes + kv_bytes) / (copy_GBps * 1e9)
+    res = {"decode_batch": bs, "decode_ctx": ctx, "decode_step_ms": decode_s * 1e3,
+           "decode_floor_ms": floor_s * 1e3, "decode_over_floor": decode_s / floor_s}  # fmt: skip
+    del runner
+    torch.cuda.empty_cache()
+    # Prefill: 8 sequences of 1024 new tokens (8192 tokens), eager.
+    n_seq, q = 8, 1024
+    runner = ModelRunner(model, n_seq * q // block + 8, 0, block, backend=triton_backend())
+    tables = np.arange(n_seq * q // block, dtype=np.int32).reshape(n_seq, -1)
+    posq = np.tile(np.arange(q), n_seq)
+    batch = Batch(
+        input_ids=np.random.randint(0, a.vocab_size, n_seq * q), positions=posq,
+        slot_mapping=(tables[np.repeat(np.arange(n_seq), q), posq // block].astype(np.int64) * block
+                      + posq % block),
+        query_start_loc=np.arange(0, n_seq * q + 1, q, dtype=np.int32),
+        seq_lens=np.full(n_seq, q, np.int32), block_tables=tables,
+        logits_indices=np.arange(q - 1, n_seq * q, q), max_query_len=q, max_seq_len=q,
+    )  # fmt: skip
+    prefill_s = timed(lambda: runner.execute(batch), warmup=2, iters=5)
+    matmul_params = weight_bytes / 2 - a.vocab_size * a.hidden_size  # embedding is a lookup
+    attn_flops = 4 * a.num_layers * a.num_heads * a.head_dim * n_seq * q * q / 2
+    flops = 2 * matmul_params * n_seq * q + attn_flops
+    res.update({"prefill_tokens": n_seq * q, "prefill_ms": prefill_s * 1e3,
+                "prefill_TFLOPs": flops / prefill_s / 1e12,
+                "prefill_share_of_matmul_peak": flops / prefill_s / 1e12 / matmul_TFLOPs})  # fmt: skip
+    return res
+
+
+@torch.inference_mode()
+def decode_sweep(
+    model,
+    copy_GBps: float,
+    matmul_TFLOPs: float,
+    sizes=(1, 16, 32, 64, 128, 192, 256, 384, 512),
+    contexts=(512, 1024, 2048),
+) -> dict:
+    """Graph-replayed decode steps (staging, sampling and the read-back included) at each batch
+    size and context that fits the memory, against max(weight + KV bytes / copy bandwidth,
+    matmul FLOPs / matmul rate + KV bytes / copy bandwidth)."""
+    from harness.executors.model_runner import ModelRunner, kv_block_bytes
+
+    block = 16
+    block_bytes = kv_block_bytes(model, block, torch.bfloat16)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weight_bytes -= model.args.vocab_size * model.args.hidden_size * 2  # embedding: a lookup
+    matmul_params = weight_bytes / 2
+    free = torch.cuda.mem_get_info()[0]
+    num_blocks = min(max(sizes) * -(-max(contexts) // block), int(free * 0.75) // block_bytes)
+    runner = ModelRunner(
+        model, num_blocks, 0, block, backend=triton_backend(), cuda_graphs=True,
+        max_num_seqs=max(sizes), max_model_len=max(contexts),
+    )  # fmt: skip
+    runner.kv_cache.normal_()
+    rows = []
+    for ctx in contexts:
+        for bs in sizes:
+            if bs * -(-ctx // block) > num_blocks:
+                continue
+            batch = decode_batch(bs, ctx, block, model.args.vocab_size)
+            step_s = timed(lambda b=batch, r=runner: r.execute(b), warmup=3, iters=10)
+            kv_s = bs * -(-ctx // block) * block_bytes / (copy_GBps * 1e9)
+            mem_s = weight_bytes / (copy_GBps * 1e9) + kv_s
+            flop_s = 2 * matmul_params * bs / (matmul_TFLOPs * 1e12) + kv_s
+            floor_s = max(mem_s, flop_s)
+            rows.append({"batch": bs, "context": ctx, "step_ms": step_s * 1e3,
+                         "floor_ms": floor_s * 1e3, "over_floor": step_s / floor_s})  # fmt: skip
+            print("decode", json.dumps(rows[-1]), flush=True)
+    runner = None  # noqa: F841  (its KV cache goes before the next section)
+    torch.cuda.empty_cache()
+    return {"rows": rows}
+
+
+@torch.inference_mode()
+def gemm_sweep(model, copy_GBps: float, matmul_TFLOPs: float,
+               rows=(1, 16, 32, 64, 128, 192, 256, 384, 512, 1024, 2048, 8192)) -> dict:  # fmt: skip
+    """The model's linear layers (one layer's four, and the LM head) at each row count, through
+    cuBLAS (torch's default) and cuBLASLt, against max(bytes / copy bandwidth, FLOPs / matmul
+    rate): where a decode step's GEMM time goes. Each layer is timed inside a CUDA graph over
+    enough weight copies (>= 400 MiB) that its weights come from HBM, as in a decode step."""
+    layer = model.layers[0]
+    linears = {"qkv": layer.self_attn.qkv_proj, "o": layer.self_attn.o_proj,
+               "gate_up": layer.mlp.gate_up_proj, "down": layer.mlp.down_proj,
+               "lm_head": model.lm_head}  # fmt: skip
+    out = []
+    for name, lin in linears.items():
+        n, k = lin.weight.shape
+        w = lin.weight
+        copies = max(1, -(-400 * 2**20 // w.nbytes))
+        weights = [w] + [torch.randn_like(w) for _ in range(copies - 1)]
+        for m in rows:
+            args = [(torch.randn(m, k, device="cuda", dtype=w.dtype), wc) for wc in weights]
+            nbytes = (n * k + m * k + m * n) * 2
+            floor = max(nbytes / (copy_GBps * 1e9), 2 * m * n * k / (matmul_TFLOPs * 1e12))
+            row = {"linear": name, "m": m, "n": n, "k": k, "floor_us": floor * 1e6}
+            for lib in ("cublas", "cublaslt"):
+                torch.backends.cuda.preferred_blas_library(lib)
+                t = graph_timed(torch.nn.functional.linear, args)
+                row[f"{lib}_us"], row[f"{lib}_over_floor"] = t * 1e6, t / floor
+            torch.backends.cuda.preferred_blas_library("cublas")
+            out.append(row)
+            print("gemm", json.dumps(row), flush=True)
+        del weights, args
+        torch.cuda.empty_cache()
+    return {"rows": out}
+
+
+@torch.inference_mode()
+def attention_sweep(copy_GBps: float, num_heads=32, num_kv_heads=8, head_dim=128,
+                    block=16) -> dict:  # fmt: skip
+    """The decode attention kernel alone on the llama3_8b shape, over context mixes a run meets
+    (uniform, ragged, one long sequence among short ones, few long ones), with the split
+    heuristic and with fixed split counts, against the KV bytes read / copy bandwidth.
+    `max_seq_len` is 2048, what a decode graph captured for that model length passes, except
+    for the 16k case. Eager launches: the small cases are launch-bound and L2-warm."""
+    from kernels import paged_decode as dec
+
+    gen = np.random.default_rng(0)
+    cases = {
+        "uniform1k_b256": ([1024] * 256, 2048),
+        "ragged_b128": (gen.integers(16, 2049, 128).tolist(), 2048),
+        "ragged_b338": (gen.integers(16, 2049, 338).tolist(), 2048),
+        "ragged_b512": (gen.integers(16, 2049, 512).tolist(), 2048),
+        "one_long_b256": ([256] * 255 + [2048], 2048),
+        "b1_2k": ([2048], 2048),
+        "b8_2k": ([2048] * 8, 2048),
+        "b32_2k": ([2048] * 32, 2048),
+        "b4_16k": ([16384] * 4, 16384),
+    }
+    rows = []
+    for case, (lens, max_len) in cases.items():
+        per_seq = -(-max(lens) // block)
+        n = len(lens)
+        k_cache = torch.randn(n * per_seq, block, num_kv_heads, head_dim, device="cuda",
+                              dtype=torch.bfloat16)  # fmt: skip
+        v_cache = torch.randn_like(k_cache)
+        tables = torch.randperm(n * per_seq, device="cuda", dtype=torch.int32).view(n, per_seq)
+        seq_lens = torch.tensor(lens, device="cuda", dtype=torch.int32)
+        q = torch.randn(n, num_heads, head_dim, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty_like(q)
+        kv_bytes = sum(lens) * num_kv_heads * head_dim * 2 * 2
+        floor = kv_bytes / (copy_GBps * 1e9)
+        row = {"case": case, "num_seqs": n, "mean_len": float(np.mean(lens)),
+               "floor_us": floor * 1e6, "heuristic_splits":
+               dec._decode_num_splits(n, num_kv_heads, max_len, q.device)}  # fmt: skip
+        choices = {"heuristic": {}} | {f"splits{s}": {"num_splits": s} for s in (1, 2, 4, 8)}
+        ref = dec.paged_decode_attention(q, k_cache, v_cache, tables, seq_lens, 0.08, max_len,
+                                        num_splits=1).float()  # fmt: skip
+        args = (q, k_cache, v_cache, tables, seq_lens, 0.08, max_len)
+        for label, kw in choices.items():
+            t = timed(
+                lambda a=args, o=out, kw=kw: dec.paged_decode_attention(*a, out=o, **kw), 3, 20
+            )
+            err = (out.float() - ref).abs().max().item()
+            row[label] = {"us": t * 1e6, "over_floor": t / floor, "max_err": err}
+        rows.append(row)
+        print("attention", json.dumps(row), flush=True)
+        del k_cache, v_cache, args
+        torch.cuda.empty_cache()
+    return {"rows": rows}
+
+
+@torch.inference_mode()
+def profile(model) -> dict:
+    """Kernel time breakdown of one eager decode step at batch 256 x context 1k."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from harness.executors.model_runner import ModelRunner
+
+    bs, ctx, block = 256, 1024, 16
+    runner = ModelRunner(model, bs * (ctx // block) + 8, 0, block, backend=triton_backend())
+    batch = decode_batch(bs, ctx, block, model.args.vocab_size)
+    for _ in range(3):
+        runner.execute(batch)
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            runner.execute(batch)
+    rows = []
+    for e in prof.key_averages():
+        if e.device_time_total > 0:
+            rows.append((e.key[:80], e.device_time_total / 5 / 1e3, e.count // 5))
+    rows.sort(key=lambda r: -r[1])
+    total = sum(r[1] for r in rows)
+    for name, ms, n in rows[:15]:
+        print(f"{ms:8.3f} ms  x{n:<4d} {name}", flush=True)
+    return {"total_kernel_ms": total, "top": rows[:15]}
+
+
+# ----------------------------------------------------------------------------- kernels: helpers
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -85,34 +405,18 @@ def free_bytes() -> int:
     return torch.cuda.mem_get_info()[0]
 
 
-def log(*args) -> None:
-    print(*args, flush=True)
+# ----------------------------------------------------------------------------- kernels: ceilings
 
 
-# ----------------------------------------------------------------------------- ceilings
-
-
-def _copy_ceiling() -> float:
-    n_bytes = 2 << 30
-    x = torch.randn(n_bytes // BYTES, dtype=DTYPE, device=DEVICE)
-    y = torch.empty_like(x)
-    return 2 * n_bytes / bench_ms(lambda: y.copy_(x)) / 1e9
-
-
-def _matmul_ceiling() -> float:
-    a = torch.randn(8192, 8192, dtype=DTYPE, device=DEVICE)
-    b = torch.randn(8192, 8192, dtype=DTYPE, device=DEVICE)
-    return 2 * 8192**3 / bench_ms(lambda: a @ b) / 1e9
-
-
-def ceilings() -> dict:
-    """Device copy bandwidth (bytes read + written) and bf16 matmul rate, on random data."""
-    res = {"copy_TBps": _copy_ceiling(), "matmul_TFLOPs": _matmul_ceiling()}
+def report_ceilings() -> dict:
+    """The report's ceilings: a 2 GiB copy and the 8192^3 matmul, timed by `do_bench`."""
+    c = ceilings(timer=lambda fn: bench_ms(fn) / 1e3, copy_bytes=2 << 30)
+    res = {"copy_TBps": c["copy_GBps"] / 1e3, "matmul_TFLOPs": c["bf16_matmul_TFLOPs"]}
     log(f"ceilings: copy {res['copy_TBps']:.2f} TB/s, matmul {res['matmul_TFLOPs']:.0f} TFLOP/s")
     return res
 
 
-# ----------------------------------------------------------------------------- paged data
+# ----------------------------------------------------------------------------- kernels: paged data
 
 
 def to_paged(k: torch.Tensor, v: torch.Tensor, block_size: int):
@@ -497,11 +801,8 @@ def write_report(res: dict, out_dir: Path) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sections", default="ceilings,decode,extend,unified,swap,tune")
-    args = parser.parse_args()
+def kernels_report(args: argparse.Namespace) -> None:
+    """The `kernels` command: issue 3's report, a section at a time."""
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name()
     res = {
@@ -515,7 +816,7 @@ def main() -> None:
     }
     sections = args.sections.split(",")
     steps = [
-        ("ceilings", ceilings),
+        ("ceilings", report_ceilings),
         ("decode", lambda: decode_grid(res.get("ceilings", {}).get("copy_TBps", 3.0))),
         ("extend", extend_grid),
         ("unified", unified_vs_two),
@@ -535,6 +836,63 @@ def main() -> None:
         log(f"[{key}: {time.time() - t0:.0f} s]")
         write_report(res, args.out)  # after every section, so a timeout keeps what was done
     log((args.out / f"kernels_{res['device_slug']}_{res['date']}.md").read_text())
+
+
+MODEL_SECTIONS = ("ceilings", "roofline", "decode", "gemm", "attention", "profile")
+
+
+def model_sections(args: argparse.Namespace) -> None:
+    """The `model` command: each section in the order given, into DIR/model.json."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
+               "model": args.model, "torch": torch.__version__}  # fmt: skip
+    model = None
+    for section in args.sections:
+        t0 = time.perf_counter()
+        try:
+            if section == "ceilings":
+                results[section] = ceilings()
+            elif section == "attention":
+                c = results.setdefault("ceilings", ceilings())
+                results[section] = attention_sweep(c["copy_GBps"])
+            else:
+                model = model or build_model(args.model)
+                if section in ("roofline", "decode", "gemm"):
+                    c = results.setdefault("ceilings", ceilings())
+                    fn = {"roofline": roofline, "decode": decode_sweep, "gemm": gemm_sweep}[section]
+                    results[section] = fn(model, c["copy_GBps"], c["bf16_matmul_TFLOPs"])
+                elif section == "profile":
+                    results[section] = profile(model)
+        except Exception as exc:
+            traceback.print_exc()
+            results[section] = {"error": repr(exc)}
+        results.setdefault("section_s", {})[section] = time.perf_counter() - t0
+        log(section, json.dumps(results[section]))
+        (args.out / "model.json").write_text(json.dumps(results, indent=2))
+    del model
+    gc.collect()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    m = commands.add_parser(
+        "model", help="the model's layers and steps against the device's ceilings"
+    )
+    m.add_argument("sections", nargs="+", choices=MODEL_SECTIONS, metavar="SECTION",
+                   help=", ".join(MODEL_SECTIONS))  # fmt: skip
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--model", default="llama3_8b", help="a model preset (default: llama3_8b)")
+    m.set_defaults(fn=model_sections)
+    kr = commands.add_parser("kernels", help="issue 3's kernel report (attention, swap)")
+    kr.add_argument("--out", type=Path, required=True)
+    kr.add_argument("--sections", default="ceilings,decode,extend,unified,swap,tune",
+                    help="comma-separated (default: all)")  # fmt: skip
+    kr.set_defaults(fn=kernels_report)
+    args = ap.parse_args(argv)
+    args.fn(args)
 
 
 if __name__ == "__main__":

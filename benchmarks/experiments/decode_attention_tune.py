@@ -3,7 +3,7 @@
 Each (block_n, num_warps, num_stages) is timed in a CUDA graph (no launch gaps) on the llama3_8b
 attention shape over context mixes of a loaded run, against the KV bytes / copy bandwidth.
 
-    python scripts/decode_attention_tune.py --out decode_attention_tune.json
+    python benchmarks/experiments/decode_attention_tune.py --out decode_attention_tune.json
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.bench_engine import ceilings, graph_timed
+from benchmarks.bench_kernels import ceilings, graph_timed
 from kernels.paged_decode import paged_decode_attention
 
 

@@ -4,7 +4,7 @@ Compares torch's F.linear (cuBLAS / cuBLASLt), a split-K strided-batched cuBLAS 
 swap-AB split-K kernel, each replayed in a CUDA graph over rotating weight copies so every call
 reads its weights from HBM as a model's layers do.
 
-    python scripts/gemm_variants.py --out gemm_variants.json
+    python benchmarks/experiments/gemm_variants.py --out gemm_variants.json
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from benchmarks.bench_engine import graph_timed
+from benchmarks.bench_kernels import graph_timed
 
 
 @triton.jit(do_not_specialize=["M"])

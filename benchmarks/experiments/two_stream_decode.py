@@ -4,7 +4,7 @@ its batch is split in two halves that run as independent chains on two streams?
 Times, in CUDA graphs, the llama3_8b forward of one decode batch against the same batch as two
 halves on two streams (the hardware scheduler interleaves their kernels; no SM partitioning).
 
-    python scripts/two_stream_decode.py
+    python benchmarks/experiments/two_stream_decode.py
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import torch
 
-from benchmarks.bench_engine import build_model, capture_graph, decode_batch, timed, triton_backend
+from benchmarks.bench_kernels import build_model, capture_graph, decode_batch, timed, triton_backend
 from harness.executors.model_runner import ModelRunner
 from harness.models.attention import AttentionMetadata
 
