@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     title = f"workload={name} (seed {cfg.seed}, max_model_len {max_model_len})"
-    print(format_summary(title, summarize(table), workload.stats))
+    print(format_summary(title, summarize(table, workload), workload.stats))
     if not args.no_plot:
         out = Path(args.out or Path(cfg.results_dir) / "workloads" / f"{name}.png")
         print(f"  plot: {plot(table, title, out, workload.stats)}")

@@ -1,5 +1,6 @@
 """Statistics and a picture of a workload, without running it: counts, rates, burstiness
-(CV of inter-arrival gaps) and length percentiles; arrivals over time and length histograms."""
+(CV of inter-arrival gaps), length percentiles and prefix reuse; arrivals over time and length
+histograms."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from workloads.table import RequestTable
 from workloads.transforms import mean_rate
 
 PERCENTILES = (50, 90, 99)
+REUSE_BLOCKS = (16, 512)  # the KV cache's block size, and the Mooncake trace's hash block
 
 
-def summarize(table: RequestTable) -> dict:
-    """Count, duration, mean rate, inter-arrival CV and length statistics of `table`, and the
-    count of each tenant's requests when there are several tenants."""
+def summarize(table: RequestTable, workload=None) -> dict:
+    """Count, duration, mean rate, inter-arrival CV and length statistics of `table`, the
+    count of each tenant's requests when there are several tenants, and the prefix reuse of
+    its prompts (`prefix_reuse`; `workload`, the table's source, knows how prompts repeat)."""
     t = table.arrival_s
     gaps = np.diff(t)
     out = {
@@ -35,7 +38,77 @@ def summarize(table: RequestTable) -> dict:
             **{f"p{q}": float(np.percentile(values, q)) for q in PERCENTILES},
             "max": int(values.max()),
         }
+    segments = reuse_segments(table, workload)
+    if segments is None:  # independent random prompt ids: no block repeats
+        out["prefix_reuse"] = dict.fromkeys(REUSE_BLOCKS, 0.0)
+        out["prefix_reuse_basis"] = "random prompts"
+    else:
+        out["prefix_reuse"] = prefix_reuse(segments)
+        out["prefix_reuse_basis"] = (
+            "earlier turns' outputs counted as history"
+            if hasattr(workload, "reuse_segments")
+            else "equal hash ids, earlier prompts only"
+        )
     return out
+
+
+def prefix_reuse(requests, block_sizes=REUSE_BLOCKS) -> dict[int, float]:
+    """The fraction of prompt tokens that are a prefix already seen earlier, counted in whole
+    blocks of each of `block_sizes` tokens (as a prefix cache keyed by a hash chained over its
+    blocks would find them): {block size: reused tokens / prompt tokens}.
+
+    `requests`: in arrival order, per request (prompt, added): its prompt as a list of
+    segments (key, length), where equal keys at equal positions after equal segments hold equal
+    tokens, a shorter segment being the first tokens of the longer one; and the segments its
+    run adds to what later requests can find after its prompt (a turn's output). A request
+    reuses the longest prefix of its prompt that an earlier request's prompt (+ added) held,
+    rounded down to whole blocks."""
+    node_of: dict[tuple[int, object], int] = {}  # (parent node, segment key) -> node of a trie
+    seen = [0]  # per node: how many tokens of its segment some request held; node 0 the root
+    reused, total = dict.fromkeys(block_sizes, 0), 0
+    for prompt, added in requests:
+        node, matched = 0, 0
+        for key, length in prompt:
+            node = node_of.get((node, key))
+            if node is None:
+                break
+            matched += min(seen[node], length)
+            if seen[node] < length:
+                break
+        total += sum(length for _, length in prompt)
+        for block in block_sizes:
+            reused[block] += matched // block * block
+        node = 0
+        for key, length in (*prompt, *added):
+            nxt = node_of.setdefault((node, key), len(seen))
+            if nxt == len(seen):
+                seen.append(0)
+            seen[nxt], node = max(seen[nxt], length), nxt
+    return {block: reused[block] / total if total else 0.0 for block in block_sizes}
+
+
+def reuse_segments(table: RequestTable, workload=None):
+    """`prefix_reuse`'s input for `table`: the workload's own (`reuse_segments`, sessions),
+    the prefix hash blocks of a trace that has them (Mooncake: a block of
+    `workload.prefix_block_tokens` ids per hash id, the last one cut, random ids past the listed
+    blocks), else None (every prompt is independent random ids)."""
+    if hasattr(workload, "reuse_segments"):
+        return workload.reuse_segments(table)
+    if table.hash_ids is None:
+        return None
+    block = getattr(workload, "prefix_block_tokens", 512)
+
+    def segments():
+        for i, (hashes, n) in enumerate(zip(table.hash_ids, table.prompt_tokens, strict=True)):
+            prompt, pos, n = [], 0, int(n)
+            for h in hashes[: -(-n // block)]:
+                prompt.append((int(h), min(block, n - pos)))
+                pos += prompt[-1][1]
+            if pos < n:
+                prompt.append((("random", i), n - pos))
+            yield prompt, ()
+
+    return segments()
 
 
 def format_summary(title: str, summary: dict, stats: dict) -> str:
@@ -54,6 +127,11 @@ def format_summary(title: str, summary: dict, stats: dict) -> str:
         s = summary[f"{name}_tokens"]
         cols = "".join(f"{s[f'p{q}']:<9.0f}" for q in PERCENTILES)
         lines.append(f"    {name:<17} {s['mean']:<9.1f} {cols}{s['max']}")
+    if "prefix_reuse" in summary:
+        reuse = ", ".join(
+            f"{100 * r:.1f}% in {b}-token blocks" for b, r in summary["prefix_reuse"].items()
+        )
+        lines.append(f"  prefix reuse        {reuse} ({summary['prefix_reuse_basis']})")
     counts = {k: v for k, v in stats.items() if k.startswith("num_") and k != "num_requests"}
     if counts:
         lines.append("  loading: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
