@@ -1,8 +1,11 @@
 """`python -m harness.capacity [knobs] key=value ...`: the capacity of each policy.
 
-Capacity is the highest arrival rate (`workload.arrival.rate`, req/s) at which P99 TTFT and P99
-TPOT meet `slo.ttft_s` and `slo.tpot_s` (the figure Sarathi-Serve and Vidur report). It is found
-by bisection over the rate; every probe is a real run whose folder the report can read.
+Capacity is the highest arrival rate (req/s) at which P99 TTFT and P99 TPOT meet `slo.ttft_s`
+and `slo.tpot_s` (the figure Sarathi-Serve and Vidur report). The rate is the workload's load
+knob (`harness.load_knob`): `workload.arrival.rate` for a synthetic workload, `target_rate` for a
+trace or a multi-tenant one. It is found by bisection over the rate; every probe is a real run
+whose folder the report can read. Requests that could never be served (too long for the model
+or the KV cache) are reported and left out of the verdict; shed requests are misses.
 
 A probe whose run is cut short (Ctrl-C, SIGTERM) or ends incomplete (a stall, a device fault)
 is neither a pass nor a miss: the search stops, marks its output incomplete and exits non-zero.
@@ -26,6 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.load_knob import Knob, mean_rate_req_s, resolve_knob, unservable
+from workloads.errors import WorkloadError
+
 EXIT_PROBE_INCOMPLETE = 1  # a probe's run ended incomplete for a reason other than a signal
 
 
@@ -41,6 +47,9 @@ class Probe:
     # every request of the run was in the system at once: the engine served one batch, and a
     # pass then says nothing about a sustained rate
     burst: bool = False
+    mean_rate_req_s: float | None = None  # the run's realised rate, first to last arrival
+    num_unservable: int = 0  # rejected as never servable: left out of the verdict
+    num_rejected: int = 0  # every rejection, the shed ones (misses) included
 
 
 @dataclass
@@ -68,10 +77,18 @@ class SearchStopped(Exception):
 
 
 def meets_slo(summary: dict, ttft_s: float | None, tpot_s: float | None) -> bool:
-    """P99 TTFT and P99 TPOT within the SLO, every request finished, none rejected."""
+    """P99 TTFT and P99 TPOT within the SLO and every servable request finished: a request
+    rejected as never servable (`harness.load_knob.UNSERVABLE_KINDS`) is left out, any other
+    rejection (`shed`) is a miss. ValueError when no request at all is servable."""
     if not summary["complete"]:
         raise ValueError("a run cut short is neither a pass nor a miss")
-    if summary["num_finished"] < summary["num_requests"]:
+    num_servable = summary["num_requests"] - unservable(summary.get("rejection_reasons") or {})
+    if num_servable < 1:
+        raise ValueError(
+            f"none of the {summary['num_requests']} requests can be served (rejection reasons "
+            f"{summary.get('rejection_reasons')}): nothing to judge the SLO on"
+        )
+    if summary["num_finished"] < num_servable:
         return False
     for key, bound in (("ttft_s", ttft_s), ("tpot_s", tpot_s)):
         p99 = summary[key]["p99"]
@@ -121,8 +138,11 @@ def max_probes(low: float, high: float, iters: int, rel_tol: float) -> int:
 
 def peak_in_system(requests) -> int | None:
     """The most requests arrived and not yet finished at one time (a request that never
-    finished never leaves); None when `requests` lacks `arrival_s` and `finish_s`."""
+    finished never leaves; a rejected one never entered); None when `requests` lacks
+    `arrival_s` and `finish_s`."""
     try:
+        if "status" in requests:
+            requests = requests[requests["status"] != "rejected"]
         arrivals, finishes = list(requests["arrival_s"]), list(requests["finish_s"])
     except (KeyError, TypeError):
         return None
@@ -220,8 +240,9 @@ class Search:
 
     def __init__(
         self, overrides: Sequence[str], args, out_dir: Path, policies, signals,
-        probe_defaults: Sequence[str] = (),
+        probe_defaults: Sequence[str] = (), knob: Knob | None = None,
     ) -> None:  # fmt: skip
+        self.knob = knob or Knob("workload.arrival.rate", "req/s", "the arrival rate")
         self.overrides = [*overrides, *probe_defaults]  # a probe's: the user's, then the search's
         self.probe_defaults = list(probe_defaults)
         self.args, self.out_dir, self.signals = args, out_dir, signals
@@ -251,7 +272,7 @@ class Search:
         u = self.under_way
         return (
             f"probe {self.num_probes} of at most {self.max_num_probes}: policy {u['policy']}, "
-            f"rate {u['rate']:.4g} req/s ->"
+            f"rate {u['rate']:.4g} {self.knob.unit} ->"
         )
 
     def probe(self, r: Capacity, rate: float) -> bool:
@@ -263,7 +284,7 @@ class Search:
         self.under_way = {"policy": r.policy, "rate": rate, "run_dir": str(folder)}
         head = self.head()
         t0 = time.monotonic()
-        knobs = [f"policy={r.policy}", f"workload.arrival.rate={rate}"]
+        knobs = [f"policy={r.policy}", *self.knob.overrides(rate)]
         cfg, names = compose([*self.overrides, *knobs])
         names["sweep_name"] = self.out_dir.name
         result = run(cfg, folder, names)
@@ -274,23 +295,43 @@ class Search:
             raise SearchStopped("probe_incomplete", f"the run ended incomplete: {s['error']}")
         ok = meets_slo(s, cfg.slo.ttft_s, cfg.slo.tpot_s)
         ttft, tpot = s["ttft_s"]["p99"], s["tpot_s"]["p99"]
-        peak = peak_in_system(getattr(result, "requests", None))
-        burst = peak is not None and peak >= s["num_requests"] > 1
-        probe = Probe(rate, ok, ttft, tpot, s["output_throughput_tok_s"], str(folder), peak, burst)
+        requests = getattr(result, "requests", None)
+        peak = peak_in_system(requests)
+        num_unservable = unservable(s.get("rejection_reasons") or {})
+        num_admitted = s["num_requests"] - s.get("num_rejected", 0)
+        burst = peak is not None and peak >= num_admitted > 1
+        probe = Probe(
+            rate, ok, ttft, tpot, s["output_throughput_tok_s"], str(folder), peak, burst,
+            mean_rate_req_s(requests), num_unservable, s.get("num_rejected", 0),
+        )  # fmt: skip
         r.probes.append(probe)
         self.under_way = None
         lo = max([p.rate for p in r.probes if p.meets_slo], default=0.0)
         hi = min([p.rate for p in r.probes if not p.meets_slo], default=math.inf)
         _log(
             f"{head} {'pass' if ok else 'miss'} (P99 TTFT {_s(ttft)}, P99 TPOT {_s(tpot)}), "
-            f"bracket [{lo:.4g}, {hi:.4g}) req/s, {time.monotonic() - t0:.0f} s"
+            f"bracket [{lo:.4g}, {hi:.4g}) {self.knob.unit}, {time.monotonic() - t0:.0f} s"
         )
+        if num_unservable:
+            _log(
+                f"  {num_unservable} of {s['num_requests']} requests can never be served "
+                f"({_kinds(s)}): left out of the verdict"
+            )
+        if probe.num_rejected > num_unservable:
+            _log(f"  {probe.num_rejected - num_unservable} requests shed: a miss")
         if ok and burst:
             _log(
                 f"  burst: all {peak} requests were in the system at once, so this pass does "
                 "not show a sustained rate; raise workload.num_requests"
             )
         return ok
+
+
+def _kinds(summary: dict) -> str:
+    from harness.load_knob import UNSERVABLE_KINDS
+
+    reasons = summary.get("rejection_reasons") or {}
+    return ", ".join(f"{k}: {n}" for k, n in reasons.items() if k in UNSERVABLE_KINDS)
 
 
 def _s(seconds: float | None) -> str:
@@ -306,18 +347,21 @@ def _log(line: str) -> None:
 def write_outputs(
     results: list[Capacity], slo: dict, out_dir: Path, stopped: dict | None = None,
     not_searched: Sequence[str] = (), probe_defaults: Sequence[str] = (),
+    knob: Knob | None = None,
 ) -> None:  # fmt: skip
     """capacity.json (per policy, with probes), capacity.csv (a row per probe), capacity.png.
 
     `stopped` (the search was cut short: why, and the probe under way) marks all three
     incomplete; the plot is left out when no probe finished. `probe_defaults`: the overrides
-    the search added to every probe (`probe_defaults()`), so the file says what was run."""
+    the search added to every probe (`probe_defaults()`), so the file says what was run;
+    `knob`: the key the rate was probed through (`load`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "complete": stopped is None,
         "stopped": stopped,
         "slo": slo,
         "probe_defaults": list(probe_defaults),
+        "load": asdict(knob) if knob is not None else None,
         "policies": [asdict(r) for r in results],
         "not_searched": list(not_searched),
     }
@@ -337,10 +381,12 @@ def write_outputs(
         if stopped is not None:
             stop = textwrap.fill(f"INCOMPLETE, search stopped: {stopped['message']}", 100)
             title = f"{stop}\n{title}"  # wrapped: a clipped title could lose INCOMPLETE
-        plot_capacity(results, slo, plot, title)
+        plot_capacity(results, slo, plot, title, knob.unit if knob else "req/s")
 
 
-def plot_capacity(results: list[Capacity], slo: dict, path: Path, title: str) -> None:
+def plot_capacity(
+    results: list[Capacity], slo: dict, path: Path, title: str, unit: str = "req/s"
+) -> None:
     """P99 TTFT and TPOT of every probe against its rate, per policy, with SLO and capacity."""
     import matplotlib
 
@@ -357,7 +403,7 @@ def plot_capacity(results: list[Capacity], slo: dict, path: Path, title: str) ->
         if r.status == "incomplete":
             cap = "unknown: search cut short"
         elif r.capacity_req_s is not None:
-            cap = f"{r.capacity_req_s:.3g} req/s"
+            cap = f"{r.capacity_req_s:.3g} {unit}"
         else:
             cap = f"< {r.bracket[1]:g}"
         for ax, attr in ((axes[0], "p99_ttft_s"), (axes[1], "p99_tpot_s")):
@@ -379,7 +425,7 @@ def plot_capacity(results: list[Capacity], slo: dict, path: Path, title: str) ->
         ax.set_yscale("log")
         plain_log_ticks(ax.xaxis)
         plain_log_ticks(ax.yaxis)
-        ax.set_xlabel("arrival rate (req/s)")
+        ax.set_xlabel(f"arrival rate ({unit})")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
@@ -430,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, default=6, help="bisection steps after the bounds")
     parser.add_argument("--rel-tol", type=float, default=0.05, help="stop when hi/lo - 1 <= this")
     parser.add_argument("--out", type=Path, help="default: <results_dir>/capacity_<time>")
+    parser.add_argument(
+        "--load-key",
+        help="the workload key to probe instead of the workload's own load knob (e.g. "
+        "tenants.0.arrival.rate: one tenant's rate only); default: the workload's knob, "
+        "arrival.rate (synthetic) or target_rate (trace, multi-tenant)",
+    )
     return parser
 
 
@@ -449,11 +501,15 @@ def main(argv: Sequence[str] | None = None) -> list[Capacity]:
         parser.error("slo.ttft_s and slo.tpot_s are both null: nothing to search against")
     if not 0 < args.low < args.high:
         parser.error(f"need 0 < --low < --high, got {args.low} and {args.high}")
+    try:
+        knob = resolve_knob(cfg.workload, args.load_key)
+    except WorkloadError as exc:  # one line, as the harness prints a workload error
+        parser.exit(2, f"{parser.prog}: error: workload={names['workload_name']}: {exc}\n")
     extra = probe_defaults(cfg, overrides)
     slo = {"ttft_s": cfg.slo.ttft_s, "tpot_s": cfg.slo.tpot_s}
     stopped = None
     with _SignalWatch() as signals:
-        search = Search(overrides, args, out, policies, signals, extra)
+        search = Search(overrides, args, out, policies, signals, extra, knob)
         _announce(search, slo, cfg.workload.get("num_requests"))
         try:
             search.run_all()
@@ -468,16 +524,17 @@ def main(argv: Sequence[str] | None = None) -> list[Capacity]:
     if stopped is not None:
         _write_stopped(search, slo, out, stopped)
         sys.exit(stopped.exit_code)
-    write_outputs(search.results, slo, out, probe_defaults=extra)
+    write_outputs(search.results, slo, out, probe_defaults=extra, knob=knob)
     _print_results(search)
     return search.results
 
 
 def _announce(search: Search, slo: dict, num_requests: int | None) -> None:
     """What the search will do, and the defaults it chose for the probes."""
-    a, size = search.args, num_requests or "the workload's"
+    a, size, k = search.args, num_requests or "the workload's", search.knob
     _log(
-        f"capacity search: {', '.join(search.policies)} over [{a.low:g}, {a.high:g}] req/s, at "
+        f"capacity search: {', '.join(search.policies)} over [{a.low:g}, {a.high:g}] {k.unit} "
+        f"of {k.key} ({k.what}); at "
         f"most {search.max_num_probes} probes of {size} requests "
         f"(a probe at rate r: num_requests / r s of arrivals); SLO P99 TTFT <= "
         f"{slo['ttft_s']} s, P99 TPOT <= {slo['tpot_s']} s; -> {search.out_dir}"
@@ -488,11 +545,24 @@ def _announce(search: Search, slo: dict, num_requests: int | None) -> None:
 
 def _print_results(search: Search) -> None:
     for r in search.results:
-        print(f"{r.policy}: capacity {r.capacity_req_s} req/s ({r.status}, bracket {r.bracket})")
-        if any(p.burst and p.rate == r.capacity_req_s for p in r.probes):
+        unit = search.knob.unit
+        at = [p for p in r.probes if p.rate == r.capacity_req_s]
+        measured = ""
+        if unit != "req/s" and at and at[0].mean_rate_req_s is not None:
+            measured = f" = {at[0].mean_rate_req_s:.4g} req/s measured"
+        print(
+            f"{r.policy}: capacity {r.capacity_req_s} {unit}{measured} "
+            f"({r.status}, bracket {r.bracket})"
+        )
+        if any(p.burst for p in at):
             print(
-                f"{r.policy}: capacity {r.capacity_req_s} req/s rests on a burst (every request "
+                f"{r.policy}: capacity {r.capacity_req_s} {unit} rests on a burst (every request "
                 "of that probe was in the system at once); raise workload.num_requests"
+            )
+        if at and at[0].num_unservable:
+            print(
+                f"{r.policy}: {at[0].num_unservable} requests can never be served (too long "
+                "for the model or the KV cache) and were left out of the verdict"
             )
     print(f"results: {search.out_dir}")
 
@@ -515,7 +585,9 @@ def _write_stopped(search: Search, slo: dict, out: Path, stopped: SearchStopped)
     }
     searched = {r.policy for r in search.results}
     not_searched = [p for p in search.policies if p not in searched]
-    write_outputs(search.results, slo, out, record, not_searched, search.probe_defaults)
+    write_outputs(
+        search.results, slo, out, record, not_searched, search.probe_defaults, search.knob
+    )
     print(f"capacity search stopped, {message}; exit {stopped.exit_code}", file=sys.stderr)
     print(f"partial results (capacity.json: complete false): {out}", file=sys.stderr)
 

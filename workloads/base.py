@@ -4,9 +4,12 @@ RequestSpecs with prompt ids, and `stats` records what loading kept, clipped and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
+from workloads.errors import WorkloadError
 from workloads.spec import RequestSpec
 from workloads.table import RequestTable
 from workloads.tokens import prompt_ids
@@ -14,6 +17,19 @@ from workloads.transforms import mean_rate
 
 # Independent random streams, so e.g. changing the lengths leaves the arrivals as they were.
 ARRIVALS, LENGTHS, SAMPLING, TOKENS = range(4)
+
+
+@dataclass(frozen=True)
+class LoadKnob:
+    """The config key (under `workload.`) that sets a workload's load: its value is the mean
+    arrival rate, in `unit`, that `harness.capacity` probes. `unset`: keys set to null in every
+    probe because they would fight the knob (a trace's `time_scale` against `target_rate`);
+    `what`: a few words saying what the rate is, for the search's first line."""
+
+    key: str
+    what: str
+    unit: str = "req/s"
+    unset: tuple[str, ...] = ()
 
 
 class Workload(ABC):
@@ -24,6 +40,18 @@ class Workload(ABC):
 
     def __init__(self) -> None:
         self.stats: dict = {}
+
+    @classmethod
+    def load_knob(cls, cfg: Mapping) -> LoadKnob:
+        """The knob that scales this workload's load, given its config node (`cfg`, plain
+        data, before instantiation), for `harness.capacity`. A workload that declares none
+        cannot be searched: the WorkloadError says so in one line. A new workload overrides
+        this (the multi-turn sessions workload: its session arrival rate, `unit="sessions/s"`;
+        the search then reports each probe's request rate beside it)."""
+        raise WorkloadError(
+            f"{cls.__module__}.{cls.__qualname__} declares no load knob "
+            "(Workload.load_knob): the capacity search cannot scale its load"
+        )
 
     def rng(self, seed: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([seed + self.seed_offset, stream])

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from workloads.arrivals import sample_arrivals
-from workloads.base import ARRIVALS, LENGTHS, Workload
+from workloads.base import ARRIVALS, LENGTHS, LoadKnob, Workload
 from workloads.errors import WorkloadError
 from workloads.lengths import sample_lengths
 from workloads.table import RequestTable
@@ -43,6 +43,19 @@ class SyntheticWorkload(Workload):
         self.tenant, self.priority, self.slo_class = tenant, priority, slo_class
         check_clip_mode(clip)
         self.seed_offset, self.clip = seed_offset, clip
+
+    @classmethod
+    def load_knob(cls, cfg: Mapping) -> LoadKnob:
+        """`arrival.rate`, for the Poisson and gamma processes (the rate of the process, not
+        the realised mean of one draw). On/off and ramp arrivals have no single rate."""
+        arrival = cfg.get("arrival") or {}
+        process = arrival.get("process", "gamma") if isinstance(arrival, Mapping) else None
+        if process not in ("poisson", "gamma"):
+            raise WorkloadError(
+                f"workload.arrival.process={process}: no single rate for the capacity search to "
+                "scale (poisson and gamma arrivals have workload.arrival.rate)"
+            )
+        return LoadKnob("arrival.rate", f"the {process} arrival rate")
 
     def sample(self, arrivals_rng: np.random.Generator, lengths_rng: np.random.Generator):
         """The requests as a RequestTable, before clipping, from these random streams."""

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from workloads.arrivals import sample_arrivals
-from workloads.base import ARRIVALS, SAMPLING, Workload
+from workloads.base import ARRIVALS, SAMPLING, LoadKnob, Workload
 from workloads.errors import WorkloadError
 from workloads.readers import read_trace, resolve_path
 from workloads.table import RequestTable
@@ -71,6 +71,15 @@ class TraceWorkload(Workload):
         self.clip, self.sort = clip, sort
         self.reader_options = {"models": models, "log_types": log_types, "failed": failed}
         self.prefix_block_tokens, self.seed_offset = prefix_block_tokens, seed_offset
+
+    @classmethod
+    def load_knob(cls, cfg: Mapping) -> LoadKnob:
+        """`target_rate`: the selected requests' mean rate (first to last arrival), whatever
+        the window, sampling or `arrival` process chose; `time_scale` is then left unset."""
+        return LoadKnob(
+            "target_rate", "the selected requests' mean rate, their times rescaled",
+            unset=("time_scale",),
+        )  # fmt: skip
 
     def load(self, seed: int, max_model_len: int) -> RequestTable:
         path = resolve_path(self.path)
