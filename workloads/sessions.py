@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workloads.arrivals import sample_arrivals
-from workloads.base import ARRIVALS, LENGTHS, TOKENS, Workload
+from workloads.base import ARRIVALS, LENGTHS, TOKENS, LoadKnob, Workload
 from workloads.errors import WorkloadError
 from workloads.lengths import sample_lengths
 from workloads.spec import RequestSpec
@@ -130,6 +130,19 @@ class SessionWorkload(Workload):
         self.system_prompt_len, self.clip, self.seed_offset = system_prompt_len, clip, seed_offset
         self.tenant, self.priority, self.slo_class = tenant, priority, slo_class
         self.layout: SessionLayout | None = None
+
+    @classmethod
+    def load_knob(cls, cfg: Mapping) -> LoadKnob:
+        """`arrival.rate`: sessions per second (Poisson and gamma session arrivals); each session
+        brings its turns, so the request rate is a multiple of it."""
+        arrival = cfg.get("arrival") or {}
+        process = arrival.get("process", "gamma") if isinstance(arrival, Mapping) else None
+        if process not in ("poisson", "gamma"):
+            raise WorkloadError(
+                f"workload.arrival.process={process}: no single rate for the capacity search to "
+                "scale (poisson and gamma session arrivals have workload.arrival.rate)"
+            )
+        return LoadKnob("arrival.rate", f"the {process} session arrival rate", unit="sessions/s")
 
     def _rng(self, seed: int, *stream: int) -> np.random.Generator:
         return np.random.default_rng([seed + self.seed_offset, *stream])

@@ -234,3 +234,10 @@ def test_random_prompts_reuse_nothing(compose_cfg):
     w = instantiate(compose_cfg("workload=bursty").workload, _convert_="all")
     summary = summarize(w.load(0, 4096), w)
     assert summary["prefix_reuse"] == {16: 0.0, 512: 0.0}
+
+
+def test_the_load_knob_is_the_session_rate():
+    knob = SessionWorkload.load_knob({"arrival": {"process": "poisson", "rate": 2.0}})
+    assert (knob.key, knob.unit) == ("arrival.rate", "sessions/s")
+    with pytest.raises(WorkloadError, match="workload.arrival.process=onoff"):
+        SessionWorkload.load_knob({"arrival": {"process": "onoff"}})
