@@ -114,6 +114,7 @@ class Releases:
             stack.extend(c.request_id for c in self.children.get(stack.pop(), ()))
         if reachable != len(specs):
             raise ValueError(f"{len(specs) - reachable} requests have a cycle of parents")
+        self._watch: set[str] = set()  # parents given to the engine, with turns waiting
         self._seen_done = -1
 
     @property
@@ -127,17 +128,21 @@ class Releases:
         """The requests that have arrived by `now_s`, in arrival order."""
         out = []
         while self._heap and self._heap[0][0] <= now_s:
-            out.append(heapq.heappop(self._heap)[2])
+            spec = heapq.heappop(self._heap)[2]
+            if spec.request_id in self.children:
+                self._watch.add(spec.request_id)  # given to the engine now: watch it finish
+            out.append(spec)
         return out
 
     def settle(self, engine: Engine) -> None:
         """Schedule (or end) the turns whose parents are done in the engine."""
-        if engine.num_done == self._seen_done or not self.children:
+        if engine.num_done == self._seen_done or not self._watch:
             return
-        for parent_id in [p for p in self.children if p in engine.requests]:
-            parent = engine.requests[parent_id]
-            if not parent.status.is_done:
+        for parent_id in list(self._watch):
+            parent = engine.requests.get(parent_id)
+            if parent is None or not parent.status.is_done:
                 continue
+            self._watch.discard(parent_id)
             for child in self.children.pop(parent_id):
                 if parent.status is RequestStatus.FINISHED:
                     spec = release(child, parent)
