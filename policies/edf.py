@@ -1,9 +1,10 @@
 """Earliest deadline first on each request's TTFT deadline (Liu & Layland, JACM 1973).
 
-Deadline: `arrival_s + ttft_s`, where `ttft_s` is the request's class's TTFT SLO. The YAML
-takes the run's `slo.ttft_s`; `tenant_ttft_s` gives some tenants their own (a tenant is the
-SLO class for now: `RequestSpec` has no SLO class of its own yet). With no SLO at all
-(`ttft_s: null`) a deadline is the arrival time, so one class is plain FCFS order.
+Deadline: `arrival_s + ttft_s`, where `ttft_s` is the TTFT SLO of the request's SLO class
+(`RequestSpec.slo_class`, e.g. `interactive`) in `class_ttft_s`; a request whose class is not
+there (or that has none) takes its tenant's in `tenant_ttft_s`, else `ttft_s`, which the YAML
+takes from the run's `slo.ttft_s`. With no SLO at all (`ttft_s: null`) a deadline is the
+arrival time, so one class is plain FCFS order.
 
 Rule, with whole prompts (no chunking): running requests first (every one of them has its first
 token, so its TTFT is settled), oldest first, preempting the lowest-priority, latest-arrived one
@@ -36,11 +37,14 @@ class EdfPolicy(FcfsPolicy):
         tenant_ttft_s: dict[str, float] | None = None,
         deprioritize_missed: bool = False,
         preemption: str = "recompute",
+        class_ttft_s: dict[str, float] | None = None,
     ) -> None:
         super().__init__(preemption)
         self.ttft_s = ttft_s
         self.tenant_ttft_s = dict(tenant_ttft_s or {})
-        if any(s is not None and s < 0 for s in (ttft_s, *self.tenant_ttft_s.values())):
+        self.class_ttft_s = dict(class_ttft_s or {})
+        slos = (ttft_s, *self.tenant_ttft_s.values(), *self.class_ttft_s.values())
+        if any(s is not None and s < 0 for s in slos):
             raise ValueError("TTFT SLOs must be >= 0")
         self.deprioritize_missed = deprioritize_missed
 
@@ -48,8 +52,11 @@ class EdfPolicy(FcfsPolicy):
         return sorted(view.waiting, key=lambda r: self._rank(view.now_s, r))
 
     def deadline_s(self, request: RequestView) -> float:
-        """When `request`'s first token is due."""
-        ttft_s = self.tenant_ttft_s.get(request.tenant, self.ttft_s)
+        """When `request`'s first token is due: its SLO class's TTFT, else its tenant's, else
+        the run's."""
+        ttft_s = self.class_ttft_s.get(request.slo_class)
+        if ttft_s is None:
+            ttft_s = self.tenant_ttft_s.get(request.tenant, self.ttft_s)
         return request.arrival_s + (ttft_s or 0.0)
 
     def _rank(self, now_s: float, request: RequestView) -> tuple:
