@@ -1,0 +1,536 @@
+"""`python -m harness.calibrate [--out FILE] [--quick] [OVERRIDES...]`: measure an executor's
+step times into a simulator profile (docs/simulator.md).
+
+The grid runs through the very code a run uses: the real `Engine` (its views, checks, batch
+building, pipelining as `engine.async_scheduling` says), the executor `engine.executor` names
+(started as `run()` starts it) and the wall clock. Only the policy is scripted
+(`CalibrationPolicy`): it replays a plan, built here, whose steps are the grid's cells:
+
+- decode cells: B requests at context L (B x L over the decode batch sizes and contexts that fit
+  the KV cache), first prefilled (several whole prompts per step, or chunks), then a few
+  decode-only steps, then mixed steps (the B decodes plus a prefill chunk of P tokens of another
+  request, at a growing context);
+- prefill cells: a prompt prefilled to context C in full-budget chunks, then chunks of P tokens;
+- swap cells: n blocks swapped out, then in (a one-token decode runs in each such step).
+
+Each recorded step gives a point (the batch's features, `harness.sim_model.FEATURES`, and its
+`duration_s`, `device_time_s`, `swap_time_s`); a non-negative linear model is fitted to the
+step's time without its swaps (`duration_s - swap_time_s`: what the step added to the serving
+clock, the host work a run exposes included) and swaps to `fixed + per_block * blocks` per
+direction. The fit's error is reported in-sample and on held-out cells (every fourth cell,
+fitted without them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import CONFIG_ERRORS, ConfigError, check_config, compose, validate
+from harness.sim_model import FEATURES, PROFILE_FORMAT, features, fit_relative, mape, nnls
+from policies.base import Decision, Policy, Preemption, SchedulerView
+
+# The grid. Sizes beyond the budget, max_num_seqs, max_model_len or the KV cache are dropped.
+FULL = dict(
+    decode_batches=(1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
+    contexts=(16, 64, 256, 1024, 2048, 4096, 8192, 16384),
+    chunks=(16, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+    prefill_contexts=(0, 512, 2048, 8192),
+    swap_blocks=(1, 4, 16, 64, 256, 1024),
+    max_cell_tokens=2**18,  # a decode cell's B x L (its prefill is most of the grid's time)
+    decode_steps=3,
+    mixed_steps=3,
+    repeats=1,
+)
+QUICK = dict(
+    decode_batches=(1, 4, 16, 64, 256),
+    contexts=(32, 256, 1024),
+    chunks=(32, 256, 1024),
+    prefill_contexts=(0, 1024),
+    swap_blocks=(2, 16, 64),
+    max_cell_tokens=2**15,
+    decode_steps=2,
+    mixed_steps=2,
+    repeats=1,
+)
+
+
+# -- the plan --------------------------------------------------------------------------------
+@dataclass
+class _Req:
+    rid: str
+    prompt: int
+    computed: int = 0
+    outputs: int = 0
+    max_out: int | None = None  # set when it finishes: the outputs it sampled
+    swapped: bool = False
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prompt + self.outputs
+
+
+@dataclass
+class PlanStep:
+    tokens: dict[str, int]
+    preempt: dict[str, Preemption] = field(default_factory=dict)
+    swap_in: tuple[str, ...] = ()
+    arrivals: list[str] = field(default_factory=list)  # requests first seen this step
+    cell: int = -1  # -1: warm-up (not a point)
+
+
+class Planner:
+    """Builds the steps and mirrors what the engine will do with them (computed tokens, sampled
+    outputs, KV blocks), so that every planned decision is valid when the engine checks it."""
+
+    def __init__(self, block_size: int, num_blocks: int, max_tokens: int, max_seqs: int,
+                 max_model_len: int) -> None:  # fmt: skip
+        self.bs, self.num_blocks = block_size, num_blocks
+        self.max_tokens, self.max_seqs, self.max_model_len = max_tokens, max_seqs, max_model_len
+        self.reqs: dict[str, _Req] = {}
+        self.live: dict[str, _Req] = {}  # holding GPU blocks or swapped
+        self.steps: list[PlanStep] = []
+        self.cell = -1
+        self._seen: set[str] = set()
+
+    def blocks(self, r: _Req, computed: int | None = None) -> int:
+        return -(-(r.computed if computed is None else computed) // self.bs)
+
+    def used(self) -> int:
+        return sum(self.blocks(r) for r in self.live.values() if not r.swapped)
+
+    def fits(self, tokens: int, seqs: int = 1) -> bool:
+        """Whether `seqs` more requests of `tokens` tokens each fit beside the live ones."""
+        need = seqs * -(-tokens // self.bs)
+        running = sum(not r.swapped for r in self.live.values())
+        return need <= self.num_blocks - self.used() and seqs + running <= self.max_seqs
+
+    def new(self, prompt: int) -> _Req:
+        r = _Req(f"c{len(self.reqs)}", prompt)
+        self.reqs[r.rid] = self.live[r.rid] = r
+        return r
+
+    def step(self, tokens: list[tuple[_Req, int]], finish=(), preempt=(), swap_in=()) -> None:
+        new_blocks = 0
+        for r, n in tokens:
+            assert 1 <= n <= r.num_tokens - r.computed, (r, n)
+            new_blocks += self.blocks(r, r.computed + n) - self.blocks(r)
+        assert sum(n for _, n in tokens) <= self.max_tokens
+        for r in swap_in:
+            r.swapped = False
+        for r in preempt:
+            r.swapped = True
+        assert self.used() + new_blocks <= self.num_blocks, "plan exceeds the KV cache"
+        arrivals, sampled = [], set()
+        for r, n in tokens:
+            if r.rid not in self._seen:
+                self._seen.add(r.rid)
+                arrivals.append(r.rid)
+            r.computed += n
+            if r.computed == r.num_tokens:
+                r.outputs += 1
+                sampled.add(r.rid)
+        for r in finish:
+            assert r.rid in sampled, "a request finishes on a step that samples its token"
+            r.max_out = r.outputs
+            del self.live[r.rid]
+        self.steps.append(PlanStep(
+            {r.rid: n for r, n in tokens}, {r.rid: Preemption.SWAP for r in preempt},
+            tuple(r.rid for r in swap_in), arrivals, self.cell,
+        ))  # fmt: skip
+
+    def prefill(self, reqs: list[_Req], chunk: int | None = None) -> None:
+        """Prefill `reqs` whole, packing several prompts per step within the budget (chunked
+        where one does not fit, as chunked prefill does)."""
+        chunk = min(chunk or self.max_tokens, self.max_tokens)
+        queue = list(reqs)
+        while queue:
+            rows, room = [], chunk
+            while queue and room > 0:
+                r = queue[0]
+                n = min(room, r.prompt - r.computed)
+                rows.append((r, n))
+                room -= n
+                if r.computed + n == r.prompt:
+                    queue.pop(0)
+                else:
+                    break
+            self.step(rows)
+
+    def decode(self, reqs: list[_Req], extra: list[tuple[_Req, int]] = (), finish=()) -> None:
+        self.step([(r, 1) for r in reqs] + list(extra), finish=finish)
+
+
+def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, max_seqs: int,
+               max_model_len: int) -> Planner:  # fmt: skip
+    """The calibration steps for `grid` within these limits (see the module docstring)."""
+    p = Planner(block_size, num_blocks, max_tokens, max_seqs, max_model_len)
+    chunks = [c for c in grid["chunks"] if c <= max_tokens] or [max_tokens]
+    # warm-up: a few steps of every kind before anything is measured
+    w = [p.new(64) for _ in range(4)]
+    p.prefill(w)
+    for i in range(6):
+        p.decode(w, finish=w if i == 5 else ())
+    rotate = 0
+    for _ in range(grid["repeats"]):
+        # decode cells (and mixed steps)
+        for ctx in grid["contexts"]:
+            for b in grid["decode_batches"]:
+                steps = grid["decode_steps"] + grid["mixed_steps"]
+                if (
+                    b > max_seqs - 1
+                    or ctx + steps + 1 > max_model_len
+                    or (b * ctx > grid["max_cell_tokens"])
+                ):
+                    continue
+                mixed = [chunks[(rotate + k) % len(chunks)] for k in range(grid["mixed_steps"])]
+                mixed = [min(c, max_tokens - b) for c in mixed if max_tokens - b >= 1]
+                filler_len = sum(mixed)
+                if not p.fits(ctx + steps + 1, b) or (
+                    mixed and not _fits_with(p, ctx, steps, b, filler_len)
+                ):
+                    continue
+                rotate += 1
+                p.cell += 1
+                reqs = [p.new(ctx) for _ in range(b)]
+                p.prefill(reqs)
+                for _ in range(grid["decode_steps"]):
+                    p.decode(reqs)
+                if mixed:
+                    filler = p.new(filler_len)
+                    for k, c in enumerate(mixed):
+                        last = k == len(mixed) - 1
+                        p.decode(reqs, [(filler, c)], finish=[filler] if last else ())
+                p.decode(reqs, finish=reqs)
+        # prefill cells: chunks of P at context C
+        for ctx in grid["prefill_contexts"]:
+            for c in chunks:
+                if ctx + 2 * c > max_model_len - 1 or not p.fits(ctx + 2 * c + 1):
+                    continue
+                p.cell += 1
+                r = p.new(ctx + 2 * c)
+                for _ in range(ctx // max_tokens):
+                    p.step([(r, max_tokens)])
+                if ctx % max_tokens:
+                    p.step([(r, ctx % max_tokens)])
+                p.step([(r, c)])
+                p.step([(r, c)], finish=[r])
+        # swap cells: n blocks out, then in (with a one-token decode so that the step runs)
+        for n in grid["swap_blocks"]:
+            if n * block_size + 2 > max_model_len or not p.fits(
+                n * block_size + 2 + 2 * block_size, 2
+            ):
+                continue
+            p.cell += 1
+            carrier, victim = p.new(block_size), p.new(n * block_size)
+            p.prefill([carrier, victim])
+            p.step([(carrier, 1)], preempt=[victim])
+            p.step([(carrier, 1)], swap_in=[victim])
+            p.decode([carrier, victim], finish=[carrier, victim])
+    return p
+
+
+def _fits_with(p: Planner, ctx: int, steps: int, b: int, filler: int) -> bool:
+    need = b * -(-(ctx + steps + 1) // p.bs) + -(-filler // p.bs)
+    running = sum(not r.swapped for r in p.live.values())
+    return need <= p.num_blocks - p.used() and b + 1 + running <= p.max_seqs
+
+
+class CalibrationPolicy(Policy):
+    """Replays a calibration plan, one planned decision per step (scripted, not a policy)."""
+
+    chunks_prefills = True
+
+    def __init__(self, steps: list[PlanStep]) -> None:
+        self.steps, self.i = steps, 0
+
+    def schedule(self, view: SchedulerView) -> Decision:
+        s = self.steps[self.i]
+        self.i += 1
+        return Decision(num_scheduled_tokens=s.tokens, preempt=s.preempt, swap_in=s.swap_in)
+
+
+class _Recording:
+    """The executor, keeping each launched batch (for its features once the run is done)."""
+
+    def __init__(self, executor) -> None:
+        self._executor, self.batches = executor, []
+
+    def __getattr__(self, name):
+        return getattr(self._executor, name)
+
+    def launch(self, batch, feed_from=None):
+        self.batches.append(batch)
+        return self._executor.launch(batch, feed_from)
+
+
+# -- measure, fit, write ---------------------------------------------------------------------
+class ProcessClock:
+    """Seconds of this process's CPU time since `start()`, plus the idle waits for arrivals.
+
+    On a dedicated core a cpu run's steps are CPU-bound and this is the wall time; on a shared
+    host (other jobs on the same cores) it leaves out the time they take from this process, so
+    measurements do not depend on the neighbours' load. Only for cpu executors (a GPU works
+    while the host waits). `python -m harness.calibrate --clock process` and the simulator's
+    accuracy test use it; a wall-clock run of the same code is the default."""
+
+    virtual = False
+
+    def __init__(self) -> None:
+        self._t0 = time.process_time()
+        self._idle = 0.0
+
+    def start(self) -> None:
+        self._t0, self._idle = time.process_time(), 0.0
+
+    def now(self) -> float:
+        return time.process_time() - self._t0 + self._idle
+
+    def wait_until(self, t: float) -> None:
+        delay = t - self.now()
+        if delay > 0:
+            self._idle += delay
+
+
+def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]]:
+    """Run the grid on `cfg`'s executor; returns (the run's settings, the measured points)."""
+    from harness.engine import Engine, Limits
+    from harness.kv_cache import KVCacheManager
+    from harness.metrics import Recorder
+    from harness.request import RequestSpec
+    from harness.run import DEFAULT_BATCHED_TOKENS, build_executor
+    from harness.serve import WallClock
+
+    executor = build_executor(cfg)
+    if getattr(executor, "step_cost", None) is not None or cfg.engine.kind == "sim":
+        raise ConfigError("harness.calibrate measures a real executor: use engine=cpu|cuda|auto")
+    b = cfg.budget
+    max_tokens = int(b.max_num_batched_tokens or DEFAULT_BATCHED_TOKENS)
+    num_gpu, num_cpu = executor.start(b, max_tokens, seed=cfg.seed)
+    plan = build_plan(grid, b.block_size, int(num_gpu * 0.95), max_tokens, b.max_num_seqs,
+                      executor.max_model_len)  # fmt: skip
+    # swap cells need the host pool
+    plan.steps = [s for s in plan.steps if not (s.preempt or s.swap_in)] if not num_cpu else (
+        plan.steps)  # fmt: skip
+    rng = np.random.default_rng(0)
+    vocab = executor.args.vocab_size
+    specs = {
+        r.rid: RequestSpec(
+            r.rid, 0.0, tuple(rng.integers(0, vocab, r.prompt).tolist()), r.max_out
+        )  # fmt: skip
+        for r in plan.reqs.values()
+    }
+    kv = KVCacheManager(num_gpu, b.block_size, num_cpu, 0.0)
+    limits = Limits(max_tokens, b.max_num_seqs, executor.max_model_len, None, None)
+    recording, recorder = _Recording(executor), Recorder()
+    clock = ProcessClock() if clock_kind == "process" else WallClock()
+    engine = Engine(
+        CalibrationPolicy(plan.steps), recording, kv, limits, clock, recorder,
+        temperature=cfg.engine.temperature, top_p=cfg.engine.top_p,
+        pipelined=cfg.engine.async_scheduling,
+    )  # fmt: skip
+    clock.start()
+    t0 = time.perf_counter()
+    for s in plan.steps:
+        for rid in s.arrivals:
+            engine.add_request(specs[rid])
+        if not engine.step():
+            raise RuntimeError(f"calibration step {engine.num_steps} did not run")
+    engine.flush()
+    elapsed = time.perf_counter() - t0
+    unfinished = [r for r in engine.requests.values() if not r.status.is_done]
+    assert not unfinished, f"{len(unfinished)} calibration requests did not finish"
+    buckets = None
+    runner = getattr(executor, "runner", None)
+    if getattr(runner, "graphs", None) is not None:
+        buckets = list(runner.graphs.sizes)
+    points = []
+    for s, rec, batch in zip(plan.steps, recorder.steps, recording.batches, strict=True):
+        if s.cell < 0:
+            continue
+        points.append({
+            "cell": s.cell, **dict(zip(FEATURES, features(batch, buckets), strict=True)),
+            "duration_s": rec.duration_s, "device_time_s": rec.device_time_s,
+            "swap_time_s": rec.swap_time_s, "swap_out_blocks": rec.num_swapped_out_blocks,
+            "swap_in_blocks": rec.num_swapped_in_blocks,
+        })  # fmt: skip
+    settings = {
+        "executor": cfg.engine.executor._target_, "kind": cfg.engine.kind,
+        "block_size": b.block_size, "max_num_batched_tokens": max_tokens,
+        "max_num_seqs": b.max_num_seqs, "async_scheduling": engine.pipelined,
+        "cuda_graphs": buckets is not None, "decode_buckets": buckets,
+        "num_threads": cfg.engine.num_threads, "gpu_memory_utilization":
+        cfg.engine.gpu_memory_utilization, "cpu_kv_cache_gb": cfg.engine.cpu_kv_cache_gb,
+        "cpu_swap_gb": cfg.engine.cpu_swap_gb, "num_steps": len(plan.steps),
+        "num_cells": plan.cell + 1, "measure_s": round(elapsed, 3), "clock": clock_kind,
+    }  # fmt: skip
+    info = {
+        "device": _device_name(executor), "dtype": executor.dtype_name,
+        "model": {"preset": executor.preset if not cfg.model.path else "hf",
+                  "path": cfg.model.path, "args": _args_dict(executor.args)},
+        "kv_capacity": {"num_gpu_blocks": num_gpu, "num_cpu_blocks": num_cpu,
+                        "block_size": b.block_size},
+        "settings": settings,
+    }  # fmt: skip
+    return info, points
+
+
+def fit_profile(points: list[dict]) -> dict:
+    """The step-time model (on duration - swaps), a device-time model for reference, the swap
+    model, and their errors in-sample and on held-out cells (every fourth)."""
+    x = np.array([[p[f] for f in FEATURES] for p in points], dtype=np.float64)
+    cells = np.array([p["cell"] for p in points])
+    swaps = np.array([p["swap_out_blocks"] + p["swap_in_blocks"] for p in points]) > 0
+    out = {}
+    for key, y in (
+        ("step_model", np.array([p["duration_s"] - p["swap_time_s"] for p in points])),
+        ("device_model", np.array([p["device_time_s"] or np.nan for p in points], dtype=float)),
+    ):
+        ok = np.isfinite(y) & (y > 0)
+        if ok.sum() < len(FEATURES):
+            continue
+        held = ok & (cells % 4 == 3)
+        train = ok & ~held
+        held_mape = mape(x[held], y[held], fit_relative(x[train], y[train]).coef)
+        fit = fit_relative(x[ok], y[ok])
+        out[key] = {
+            "target": "duration_s - swap_time_s" if key == "step_model" else "device_time_s",
+            "features": list(FEATURES), "coef": [float(c) for c in fit.coef],
+            "in_sample_mape": round(fit.in_sample_mape, 4),
+            "in_sample_mape_all_points": round(mape(x[ok], y[ok], fit.coef), 4),
+            "held_out_mape": round(held_mape, 4), "num_points": int(ok.sum()),
+            "num_outliers": fit.num_outliers, "held_out": "cells with index % 4 == 3",
+        }  # fmt: skip
+    out["swap_model"] = _fit_swaps([p for p, s in zip(points, swaps, strict=True) if s])
+    return out
+
+
+def _fit_swaps(points: list[dict]) -> dict:
+    model = {}
+    for direction, key in (("out", "swap_out_blocks"), ("in", "swap_in_blocks")):
+        pts = [(p[key], p["swap_time_s"]) for p in points if p[key] and p["swap_time_s"] > 0]
+        if len(pts) >= 2:
+            n, t = np.array(pts, dtype=float).T
+            fixed, per_block = nnls(np.stack([np.ones_like(n), n], axis=1), t)
+            err = float((np.abs(fixed + per_block * n - t) / t).mean())
+        else:  # no swap pool (or no swap cell fitted the cache): swaps cost nothing modelled
+            fixed, per_block, err = 0.0, 0.0, float("nan")
+        model[direction] = {"fixed_s": float(fixed), "per_block_s": float(per_block),
+                            "mape": round(err, 4), "num_points": len(pts)}  # fmt: skip
+    return model
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _args_dict(args) -> dict:
+    from dataclasses import asdict
+
+    return asdict(args)
+
+
+def _device_name(executor) -> str:
+    device = getattr(executor, "device", None)
+    if device is not None and device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"cpu: {cpu} ({len(os.sched_getaffinity(0))} cores)"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)  # fmt: skip
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def calibrate(overrides: list[str], quick: bool = False, name: str | None = None,
+              clock: str = "wall", grid: dict | None = None) -> dict:  # fmt: skip
+    """Measure and fit; returns the profile (a JSON-able dict). `grid` replaces the full or
+    quick grid's entries it names."""
+    cfg = compose(overrides)
+    check_config(cfg)
+    validate(cfg)
+    cpu = cfg.engine.kind == "cpu" or (cfg.engine.kind == "auto" and not _has_cuda())
+    quick = quick or cpu  # the cpu's reference kernels: the full grid would take many minutes
+    grid = {**(QUICK if quick else FULL), **(grid or {})}
+    t0 = time.perf_counter()
+    if clock == "process" and cfg.engine.kind not in ("cpu", "auto"):
+        raise ConfigError("--clock process measures a cpu executor only (a GPU runs while the "
+                          "host waits)")  # fmt: skip
+    info, points = measure(cfg, grid, clock)
+    fits = fit_profile(points)
+    return {
+        "format": PROFILE_FORMAT, "name": name, **info, "commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m harness.calibrate " + " ".join(
+            (["--quick"] if quick else []) + (["--clock", clock] if clock != "wall" else [])
+            + list(overrides)),
+        "grid": "quick" if quick else "full", "calibrate_s": round(time.perf_counter() - t0, 2),
+        **fits,
+        "points": {"columns": list(points[0]) if points else [],
+                   "rows": [list(p.values()) for p in points]},
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.calibrate",
+        description="Measure an executor's step times into a simulator profile "
+        "(docs/simulator.md). Other arguments are Hydra overrides, as for python -m harness.",
+    )
+    parser.add_argument("--out", required=True, help="the profile file to write (JSON)")
+    parser.add_argument("--quick", action="store_true", help="a smaller grid (tests, a first look)")
+    parser.add_argument("--name", help="the profile's name (default: the file's stem)")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="wall (default): the serving clock of a run; process: this "
+                        "process's CPU time, for a cpu executor on a shared host")  # fmt: skip
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if o.startswith("-")]
+    if bad:
+        parser.error(f"unknown option {bad[0]}")
+    out = Path(args.out)
+    try:
+        profile = calibrate(overrides, args.quick, args.name or out.stem, args.clock)
+    except CONFIG_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(profile, indent=1) + "\n")
+    m, s = profile["step_model"], profile["swap_model"]
+    print(f"wrote {out}: {profile['device']}, {profile['model']['preset']} {profile['dtype']}, "
+          f"{profile['kv_capacity']['num_gpu_blocks']} KV blocks; {m['num_points']} steps in "
+          f"{profile['settings']['num_cells']} cells, measured in "
+          f"{profile['settings']['measure_s']:.1f} s; step time error {m['in_sample_mape']:.1%} "
+          f"in-sample, {m['held_out_mape']:.1%} held-out; swaps out {s['out']['mape']:.1%}, "
+          f"in {s['in']['mape']:.1%}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

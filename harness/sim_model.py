@@ -1,0 +1,196 @@
+"""The simulator's step-time model: features of a batch, a non-negative linear fit, profiles.
+
+A profile (`python -m harness.calibrate`, docs/simulator.md) holds the points measured on a real
+executor and the coefficients fitted to them. `ProfileStepCost` is the fitted model as the
+engine uses it (harness/step_cost.py's interface): `step_time(batch)` and `swap_time(n, in)`.
+
+Step time = c . x(batch), x =
+  step             1: the fixed cost of a step (kernel launches, the engine's own host work)
+  prefill          1 if the step has a prefill row: an eager pass, the mixed attention path
+  prefill_tokens   query tokens of the non-decode rows (prefill chunks, recomputes, padding)
+  prefill_attn     (query, key) pairs those rows attend causally: sum q * (context - (q - 1) / 2)
+  prefill_qk       the dense score matrices: sum q * context (a kernel that computes masked
+                   scores too, as the torch reference does on the cpu, costs this)
+  decode_rows      single-token decode rows; on cuda a decode-only step runs the CUDA graph of
+                   the smallest captured batch size >= rows, so that bucket is what it costs
+  decode_ctx       context tokens the decode rows read (KV bytes)
+  prefill_rows     non-decode rows (per-row host and kernel work)
+  prefill_sampled  non-decode rows whose next token is sampled (LM head + sampling)
+  mixed_decode     decode rows of a step that also has prefill rows (they take the eager,
+                   mixed attention path, not the decode-only one)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import ConfigError
+
+FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "decode_rows",
+            "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode")  # fmt: skip
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILE_FORMAT = 1
+
+
+def bucket_of(buckets: list[int] | None, n: int) -> int:
+    """The smallest captured CUDA-graph batch size >= n, or n (none captured, or too large)."""
+    if buckets:
+        for b in buckets:
+            if b >= n:
+                return b
+    return n
+
+
+def uses_graph(batch, buckets: list[int] | None) -> bool:
+    """Whether the cuda executor replays a decode graph for `batch` (ModelRunner._use_graph)."""
+    return bool(
+        buckets
+        and batch.max_query_len == 1
+        and batch.num_padding_tokens == 0
+        and len(batch.logits_indices) == len(batch.seq_lens)
+        and len(batch.seq_lens) <= buckets[-1]
+    )
+
+
+def features(batch, buckets: list[int] | None = None) -> list[float]:
+    """x(batch) in the order of FEATURES."""
+    d = batch.num_decode_seqs
+    seq_lens = batch.seq_lens
+    num_seqs = len(seq_lens)
+    decode_ctx = float(seq_lens[:d].sum()) if d else 0.0
+    rows = num_seqs - d
+    if rows:
+        qsl = batch.query_start_loc
+        q = (qsl[d + 1 :] - qsl[d:-1]).astype(np.float64)
+        qk = float((q * seq_lens[d:]).sum())
+        attn = qk - float((q * (q - 1.0)).sum()) * 0.5
+        pf_tokens = float(batch.num_tokens - d)
+        sampled = float(len(batch.logits_indices) - d)
+    else:
+        attn = qk = pf_tokens = sampled = 0.0
+    dec = float(bucket_of(buckets, d)) if d and uses_graph(batch, buckets) else float(d)
+    return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
+            float(d) if rows else 0.0]  # fmt: skip
+
+
+def nnls(a: np.ndarray, b: np.ndarray, max_iter: int = 200) -> np.ndarray:
+    """min ||a x - b|| subject to x >= 0 (Lawson and Hanson's active-set method)."""
+    n = a.shape[1]
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    for _ in range(max_iter):
+        w = a.T @ (b - a @ x)
+        if passive.all() or w[~passive].max(initial=-np.inf) <= 1e-12 * max(1.0, abs(w).max()):
+            break
+        j = np.flatnonzero(~passive)[np.argmax(w[~passive])]
+        passive[j] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+            x[~passive] = 0.0
+    return x
+
+
+@dataclass
+class Fit:
+    coef: np.ndarray
+    in_sample_mape: float
+    num_points: int
+    num_outliers: int
+
+
+def fit_relative(x: np.ndarray, y: np.ndarray, outlier_factor: float = 4.0) -> Fit:
+    """Non-negative coefficients minimising the squared *relative* error (rows weighted by 1/y),
+    so that short steps count as much as long ones; then once more without the points whose
+    relative residual exceeds `outlier_factor` times the median one (and 10%): a step slowed
+    by another process on a shared host is a measurement fault, not a property of the step."""
+    keep = y > 0
+    coef = _weighted(x[keep], y[keep])
+    rel = np.abs(x @ coef - y) / np.maximum(y, 1e-12)
+    bound = max(0.10, outlier_factor * float(np.median(rel[keep])))
+    inliers = keep & (rel <= bound)
+    if inliers.sum() >= x.shape[1]:
+        coef = _weighted(x[inliers], y[inliers])
+    rel = np.abs(x[inliers] @ coef - y[inliers]) / y[inliers]
+    return Fit(coef, float(rel.mean()), int(inliers.sum()), int(keep.sum() - inliers.sum()))
+
+
+def _weighted(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    a = x / y[:, None]
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1.0
+    return nnls(a / scale, np.ones(len(y))) / scale
+
+
+def mape(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> float:
+    """Mean absolute relative error of the model `coef` on the points (x, y)."""
+    return float((np.abs(x @ coef - y) / y).mean()) if len(y) else float("nan")
+
+
+# -- profiles --------------------------------------------------------------------------------
+def profile_path(name_or_file: str) -> Path:
+    """A packaged profile's file (`harness/profiles/NAME.json`) or the file given."""
+    path = Path(name_or_file).expanduser()
+    if path.suffix == ".json" or path.exists() or "/" in name_or_file:
+        if not path.is_file():
+            raise ConfigError(f"engine.profile={name_or_file}: no such profile file {path}")
+        return path
+    packaged = PROFILE_DIR / f"{name_or_file}.json"
+    if not packaged.is_file():
+        names = sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+        raise ConfigError(f"engine.profile={name_or_file}: not a packaged profile "
+                          f"({', '.join(names) or 'none'}) nor a file")  # fmt: skip
+    return packaged
+
+
+def load_profile(name_or_file: str) -> dict:
+    path = profile_path(name_or_file)
+    try:
+        profile = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"engine.profile={name_or_file}: cannot read {path}: {exc}") from None
+    if profile.get("format") != PROFILE_FORMAT or "step_model" not in profile:
+        raise ConfigError(f"engine.profile={name_or_file}: {path} is not a profile of format "
+                          f"{PROFILE_FORMAT} (write one with python -m harness.calibrate)")  # fmt: skip
+    profile["name"] = name_or_file  # as the run names it (the file records its own)
+    return profile
+
+
+class ProfileStepCost:
+    """A profile's fitted model as the engine's step-cost model (harness/step_cost.py)."""
+
+    def __init__(self, profile: dict, buckets: list[int] | None = None, block_size: int = 16):
+        model = profile["step_model"]
+        if tuple(model["features"]) != FEATURES:
+            raise ConfigError(f"engine.profile={profile.get('name')}: features {model['features']}"
+                              f" are not this version's {list(FEATURES)}")  # fmt: skip
+        self.coef = [float(c) for c in model["coef"]]
+        self.buckets = buckets
+        swaps = profile["swap_model"]
+        # a block of another size moves proportionally many bytes
+        scale = block_size / profile["kv_capacity"]["block_size"]
+        self._swap = {
+            False: (swaps["out"]["fixed_s"], swaps["out"]["per_block_s"] * scale),
+            True: (swaps["in"]["fixed_s"], swaps["in"]["per_block_s"] * scale),
+        }
+
+    def step_time(self, batch) -> float:
+        x = features(batch, self.buckets)
+        c = self.coef
+        return (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
+                + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9])  # fmt: skip
+
+    def swap_time(self, num_blocks: int, swap_in: bool = False) -> float:
+        fixed, per_block = self._swap[bool(swap_in)]
+        return fixed + per_block * num_blocks
