@@ -96,7 +96,8 @@ def ray_cluster():
     need("hydra_plugins.hydra_ray_launcher", "ray")
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray puts sockets under it
-    ray = Path(sys.executable).with_name("ray")
+    ray = Path(sys.executable).with_name("ray")  # the venv's; else the one on PATH
+    ray = ray if ray.is_file() else shutil.which("ray")
     proc = subprocess.Popen(
         [str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
@@ -148,8 +149,12 @@ def test_ray_launcher_sweep_on_a_local_cluster_equals_the_basic_launcher(
     assert_same_runs(tmp_path / "sweep", basic_sweep)
 
 
-def test_submitit_local_sweep_equals_the_basic_launcher(basic_sweep, tmp_path):
+@pytest.fixture(scope="module")
+def submitit_launcher() -> None:
     need("hydra_plugins.hydra_submitit_launcher", "slurm")
+
+
+def test_submitit_local_sweep_equals_the_basic_launcher(submitit_launcher, basic_sweep, tmp_path):
     output = sweep(tmp_path / "sweep", "hydra/launcher=submitit_local")
     assert "Submitit 'local' sweep output dir" in output
     submitted = list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))
