@@ -12,9 +12,10 @@ from harness.batch import PLACEHOLDER_TOKEN, Batch, build_batch, decode_first, f
 from harness.decisions import DecisionError, Limits, StallError, check_decision, rejection_reason
 from harness.executors.base import Executor
 from harness.kv_cache import KVCacheManager
+from harness.prefix_cache import PrefixTracker, build_view
 from harness.records import StepRecord
 from harness.request import Request, RequestSpec, RequestStatus
-from policies.base import Decision, Policy, Preemption, RequestView, SchedulerView
+from policies.base import Decision, Policy, Preemption
 
 __all__ = ["DecisionError", "Engine", "Limits", "StallError"]
 
@@ -28,6 +29,8 @@ class _Applied:
     num_swapped_out_blocks: int = 0
     num_swapped_in_blocks: int = 0
     swap_time_s: float = 0.0
+    num_cached_tokens: int = 0  # taken from the prefix cache by the requests admitted
+    num_evicted_blocks: int = 0
 
 
 @dataclass
@@ -57,6 +60,8 @@ class Engine:
         self.temperature, self.top_p = temperature, top_p
         self.admission = admission  # harness.admission.Admission, or None: admit all that fits
         self.step_cost = step_cost  # harness/step_cost.py: time is modelled (None: measured)
+        # prefix caching: the waiting requests' cached prefixes (None: caching off)
+        self.prefix = PrefixTracker(kv) if kv.enable_prefix_caching else None
         self.requests: dict[str, Request] = {}
         # Insertion-ordered dicts used as queues: O(1) removal from the middle.
         self.waiting: dict[str, Request] = {}  # arrival order, recompute victims in front
@@ -87,6 +92,8 @@ class Engine:
             self.num_done += 1
         else:
             self.waiting[spec.request_id] = request
+            if self.prefix is not None:
+                self.prefix.add(request)
         return request
 
     @property
@@ -156,36 +163,20 @@ class Engine:
             self._last_end_s = end_s
             self.num_steps += 1
 
-    def _view(self, now_s: float) -> SchedulerView:
-        """The read-only snapshot the policy decides on (and the decision is checked against)."""
-
-        def snap(r: Request) -> RequestView:
-            tables = self.kv.cpu_block_tables if r.status is RequestStatus.SWAPPED else None
-            num_blocks = len((tables or self.kv.block_tables).get(r.request_id, ()))
-            return RequestView(
-                r.request_id, r.arrival_s, r.spec.priority, r.num_prompt_tokens, r.num_tokens,
-                r.num_computed_tokens, r.num_output_tokens, r.spec.max_output_tokens,
-                num_blocks, r.num_preemptions, r.spec.tenant,
-            )  # fmt: skip
-
-        kv, lim = self.kv, self.limits
-        return SchedulerView(
-            now_s=now_s, waiting=tuple(map(snap, self.waiting.values())),
-            running=tuple(map(snap, self.running.values())),
-            swapped=tuple(map(snap, self.swapped.values())),
-            num_free_blocks=kv.gpu.num_free_blocks, num_total_blocks=kv.gpu.num_blocks,
-            num_free_cpu_blocks=kv.cpu.num_free_blocks, watermark_blocks=kv.watermark_blocks,
-            block_size=kv.block_size, max_num_batched_tokens=lim.max_num_batched_tokens,
-            max_num_seqs=lim.max_num_seqs, max_model_len=lim.max_model_len,
-            starvation_threshold=lim.starvation_threshold,
-            max_num_prefill_tokens=lim.max_num_prefill_tokens,
-        )  # fmt: skip
+    def _view(self, now_s: float):
+        return build_view(self, now_s)  # harness/prefix_cache.py
 
     # -- apply ---------------------------------------------------------------------------
     def _apply(self, d: Decision) -> _Applied:
         """Preempt, swap in, then allocate blocks for and admit what `d` schedules (checked)."""
-        applied = _Applied(scheduled=[])
+        applied, num_evictions = _Applied(scheduled=[]), self.kv.gpu.num_evictions
         self._preempt(d.preempt, applied)
+        for rid in d.num_scheduled_tokens if self.prefix is not None else ():
+            r = self.requests[rid]  # admissions take their cached blocks before any allocation
+            if r.status is RequestStatus.WAITING:
+                r.num_computed_tokens = cached = self.prefix.admit(r)
+                applied.num_cached_tokens += cached
+                r.num_cached_tokens = cached if r.first_scheduled_s is None else r.num_cached_tokens
         moved = [(self.swapped.pop(rid), self.kv.swap_in(rid)) for rid in d.swap_in]
         for r, _ in moved:
             r.status, self.running[r.request_id] = RequestStatus.RUNNING, r
@@ -202,6 +193,7 @@ class Engine:
                 if self.admission is not None:
                     self.admission.on_admit(r.first_scheduled_s)
             applied.scheduled.append((r, n))
+        applied.num_evicted_blocks = self.kv.gpu.num_evictions - num_evictions
         return applied
 
     def _preempt(self, preempt: dict[str, Preemption], applied: _Applied) -> None:
@@ -218,6 +210,8 @@ class Engine:
                 self.kv.free(rid)
                 r.status, r.num_computed_tokens = RequestStatus.WAITING, 0
                 recomputed.append(r)
+                if self.prefix is not None:
+                    self.prefix.add(r)
         num_swapped_out = self._copy_blocks(moved, applied, swap_in=False)
         # Recompute victims go back to the front of the queue, oldest first.
         recomputed.sort(key=lambda r: r.arrival_s)
@@ -252,6 +246,8 @@ class Engine:
         sampled_rows, finishing = [], []
         for r, n in scheduled:
             r.num_computed_tokens += n
+            if self.prefix is not None:
+                self.prefix.on_computed(r)
             if r.num_computed_tokens < r.num_tokens:
                 continue  # a prefill chunk that does not reach the end samples nothing
             sampled_rows.append((r, len(r.output_ids)))
@@ -276,6 +272,7 @@ class Engine:
             num_kv_blocks_used=self.kv.gpu.num_used_blocks, num_preempted=a.num_preempted,
             num_swapped_out_blocks=a.num_swapped_out_blocks,
             num_swapped_in_blocks=a.num_swapped_in_blocks, swap_time_s=a.swap_time_s,
+            num_cached_tokens=a.num_cached_tokens, num_evicted_blocks=a.num_evicted_blocks,
         ))  # fmt: skip
 
     def abort_unfinished(self, reason: str, not_arrived: list[RequestSpec] = ()) -> None:

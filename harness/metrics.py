@@ -50,6 +50,7 @@ def requests_frame(requests: Iterable[Request]) -> pd.DataFrame:
                 "num_preemptions": r.num_preemptions,
                 "num_swaps": r.num_swaps,
                 "swap_time_s": r.swap_time_s,
+                "num_cached_tokens": r.num_cached_tokens,
                 "token_times_s": list(times),
                 "output_ids": list(r.output_ids),
             }
@@ -168,6 +169,9 @@ def summarize(
         else 0,
     }
     summary.update(utilisation(steps_df, duration, num_gpu_blocks, max_num_batched_tokens))
+    summary["prefix_cache_hit_rate"] = prefix_cache_hit_rate(requests_df)
+    for key in ("num_cached_tokens", "num_evicted_blocks"):  # per step: readmissions included
+        summary[key] = int(steps_df[key].sum()) if key in steps_df and len(steps_df) else 0
     summary["rejection_reasons"] = rejection_reasons(requests_df)
     stats = workload_stats or {}
     summary["num_clipped"] = int(stats.get("num_clipped", 0) or 0)
@@ -294,6 +298,17 @@ def utilisation(
     if max_num_batched_tokens is not None:
         out["num_oversized_steps"] = int((useful > max_num_batched_tokens).sum())
     return out
+
+
+def prefix_cache_hit_rate(requests_df: pd.DataFrame) -> float | None:
+    """Prompt tokens taken from the prefix cache at the requests' first admission over the
+    prompt tokens of the requests admitted (0.0 with caching off; None when no request was
+    admitted, or for records older than the `num_cached_tokens` column)."""
+    if "num_cached_tokens" not in requests_df or not len(requests_df):
+        return None
+    admitted = requests_df[requests_df["first_scheduled_s"].notna()]
+    prompt = int(admitted["prompt_tokens"].sum())
+    return float(admitted["num_cached_tokens"].sum()) / prompt if prompt else None
 
 
 def rejection_reasons(requests_df: pd.DataFrame) -> dict[str, int]:

@@ -33,6 +33,8 @@ class StepRecord:
     num_swapped_out_blocks: int = _series(default=0)
     num_swapped_in_blocks: int = _series(default=0)
     swap_time_s: float = 0.0  # time of the step's swap copies
+    num_cached_tokens: int = _series(default=0)  # prefix-cache hits of the requests admitted
+    num_evicted_blocks: int = _series(default=0)  # cached blocks reused for other contents
 
 
 STEP_COLUMNS = tuple(f.name for f in fields(StepRecord))

@@ -29,6 +29,7 @@ def format_summary(summary: dict) -> str:
         f"{s['total_throughput_tok_s']:.1f} total tok/s, {s['request_throughput_req_s']:.2f} req/s, "
         f"goodput {s['goodput_req_s']:.2f} req/s",
         _utilisation_line(s),
+        *_prefix_cache_line(s),
         f"{'latency (ms)':<12}{'mean':>10}{'P50':>10}{'P90':>10}{'P99':>10}{'P99.9':>10}",
     ]
     lines[1:1] = _notes(s)
@@ -81,6 +82,17 @@ def _utilisation_line(s: dict) -> str:
         f"{_pct(s.get('useful_token_share'))}, KV mean {_pct(s.get('kv_usage_mean'))} / peak "
         f"{_pct(s.get('kv_usage_peak'))}"
     )
+
+
+def _prefix_cache_line(s: dict) -> list[str]:
+    """The prefix cache's hit rate and work, when it served anything (caching on)."""
+    rate, cached = s.get("prefix_cache_hit_rate"), s.get("num_cached_tokens", 0)
+    if not rate and not cached:
+        return []
+    return [
+        f"prefix cache: hit rate {_pct(rate)} of prompt tokens, {cached} tokens taken from "
+        f"the cache (readmissions included), {s.get('num_evicted_blocks', 0)} blocks evicted"
+    ]
 
 
 def _notes(s: dict) -> list[str]:

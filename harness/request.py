@@ -40,6 +40,9 @@ class Request:
     num_swaps: int = 0
     swap_time_s: float = 0.0  # its share of the swap copies' time (out and in)
     reason: str = ""
+    num_cached_tokens: int = 0  # prompt tokens taken from the prefix cache at first admission
+    # prefix caching: keys of its full blocks, computed once (harness/prefix_cache.py)
+    block_keys: list = field(default_factory=list, repr=False)
 
     @property
     def request_id(self) -> str:

@@ -115,7 +115,10 @@ def run(
             f"budget.max_num_batched_tokens={budget}"
         )
     num_gpu_blocks, num_cpu_blocks = executor.start(cfg.budget, budget, seed=cfg.seed, model=model)
-    kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks, cfg.budget.watermark)
+    # static batching models a request-level engine (HF generate): it caches no prefix
+    caching = cfg.engine.enable_prefix_caching and policy.supports_prefix_caching
+    kv = KVCacheManager(num_gpu_blocks, cfg.budget.block_size, num_cpu_blocks,
+                        cfg.budget.watermark, enable_prefix_caching=caching)  # fmt: skip
     limits = Limits(
         budget, cfg.budget.max_num_seqs, max_model_len, cfg.engine.starvation_threshold,
         prefill_budget,
@@ -146,7 +149,8 @@ def run(
         **executor.describe(), "num_gpu_blocks": num_gpu_blocks, "num_cpu_blocks": num_cpu_blocks,
         "max_model_len": max_model_len, "max_num_batched_tokens": budget,
         "max_num_batched_tokens_given": cfg.budget.max_num_batched_tokens is not None,
-        "async_scheduling": engine.pipelined, "workload_fingerprint": fingerprint,
+        "async_scheduling": engine.pipelined, "enable_prefix_caching": caching,
+        "workload_fingerprint": fingerprint,
         "workload_stats": workload_stats, **names,
     }  # fmt: skip
     cfg = cfg.copy()

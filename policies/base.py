@@ -27,6 +27,11 @@ class RequestView:
     num_blocks: int  # KV blocks held (on the GPU, or on the CPU when swapped)
     num_preemptions: int
     tenant: str = "default"  # who sent it (fairness policies serve tenants, not requests)
+    # prefix caching, a waiting request only: its tokens found in the cache now (block-aligned,
+    # never its last token). They are already counted in num_computed_tokens, not in
+    # num_blocks: admitting it takes ceil((computed + n) / block_size) blocks, as for any
+    # other request (docs/prefix_caching.md). 0 for running and swapped requests.
+    num_cached_tokens: int = 0
     slo_class: str | None = None  # its latency class (RequestSpec.slo_class), e.g. "interactive"
 
     @property
@@ -65,6 +70,9 @@ class SchedulerView:
     starvation_threshold: int | None = None
     # prefill tokens (anything but a decode) per step, within max_num_batched_tokens; None: no cap
     max_num_prefill_tokens: int | None = None
+    # prefix caching: free blocks that still hold a cached prefix (within num_free_blocks,
+    # which counts a block shared by k running requests k times as used)
+    num_evictable_blocks: int = 0
 
     def num_new_blocks(self, request: RequestView, num_new_tokens: int) -> int:
         """GPU blocks `request` must gain to compute `num_new_tokens` more tokens."""
@@ -110,6 +118,10 @@ class Policy(ABC):
     #: Whether steps are bound by `max_num_batched_tokens`. Static batching is not: a static
     #: engine runs its whole padded batch in one pass, bounded by memory (the KV blocks).
     bounded_by_token_budget: bool = True
+    #: Whether the engine may serve a waiting request's cached prefix from the prefix cache
+    #: (`engine.enable_prefix_caching`): its `num_computed_tokens` may then start above 0.
+    #: Static batching models a request-level engine that caches nothing.
+    supports_prefix_caching: bool = True
 
     @property
     def name(self) -> str:

@@ -33,6 +33,7 @@ class StaticPolicy(Policy):
     """One padded batch at a time; no request joins or leaves it early."""
 
     bounded_by_token_budget = False  # one padded pass per batch, bounded by memory
+    supports_prefix_caching = False  # a request-level engine (HF generate) caches no prefix
 
     def __init__(self, batch_size: int | None = None) -> None:
         if batch_size is not None and batch_size < 1:
