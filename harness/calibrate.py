@@ -60,7 +60,7 @@ QUICK = dict(
     max_cell_tokens=2**15,
     decode_steps=2,
     mixed_steps=2,
-    repeats=1,
+    repeats=2,
 )
 
 
@@ -171,17 +171,22 @@ class Planner:
 
 
 def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, max_seqs: int,
-               max_model_len: int) -> Planner:  # fmt: skip
+               max_model_len: int, swaps: bool = True) -> Planner:  # fmt: skip
     """The calibration steps for `grid` within these limits (see the module docstring)."""
     p = Planner(block_size, num_blocks, max_tokens, max_seqs, max_model_len)
     chunks = [c for c in grid["chunks"] if c <= max_tokens] or [max_tokens]
-    # warm-up: a few steps of every kind before anything is measured
+    # warm-up: a few steps of every kind before anything is measured (a swap's first copy
+    # compiles its kernel on cuda)
     w = [p.new(64) for _ in range(4)]
     p.prefill(w)
+    if swaps:
+        p.step([(r, 1) for r in w[:3]], preempt=[w[3]])
+        p.step([(r, 1) for r in w[:3]], swap_in=[w[3]])
     for i in range(6):
         p.decode(w, finish=w if i == 5 else ())
     rotate = 0
     for _ in range(grid["repeats"]):
+        p.cell = -1  # a cell's id names its configuration: a repeat is held out with it
         # decode cells (and mixed steps)
         for ctx in grid["contexts"]:
             for b in grid["decode_batches"]:
@@ -225,7 +230,7 @@ def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, ma
                 p.step([(r, c)])
                 p.step([(r, c)], finish=[r])
         # swap cells: n blocks out, then in (with a one-token decode so that the step runs)
-        for n in grid["swap_blocks"]:
+        for n in grid["swap_blocks"] if swaps else ():
             if n * block_size + 2 > max_model_len or not p.fits(
                 n * block_size + 2 + 2 * block_size, 2
             ):
@@ -259,7 +264,7 @@ class CalibrationPolicy(Policy):
         return Decision(num_scheduled_tokens=s.tokens, preempt=s.preempt, swap_in=s.swap_in)
 
 
-class _Recording:
+class RecordingExecutor:
     """The executor, keeping each launched batch (for its features once the run is done)."""
 
     def __init__(self, executor) -> None:
@@ -317,10 +322,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     max_tokens = int(b.max_num_batched_tokens or DEFAULT_BATCHED_TOKENS)
     num_gpu, num_cpu = executor.start(b, max_tokens, seed=cfg.seed)
     plan = build_plan(grid, b.block_size, int(num_gpu * 0.95), max_tokens, b.max_num_seqs,
-                      executor.max_model_len)  # fmt: skip
-    # swap cells need the host pool
-    plan.steps = [s for s in plan.steps if not (s.preempt or s.swap_in)] if not num_cpu else (
-        plan.steps)  # fmt: skip
+                      executor.max_model_len, swaps=num_cpu > 0)  # fmt: skip
     rng = np.random.default_rng(0)
     vocab = executor.args.vocab_size
     specs = {
@@ -331,7 +333,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     }
     kv = KVCacheManager(num_gpu, b.block_size, num_cpu, 0.0)
     limits = Limits(max_tokens, b.max_num_seqs, executor.max_model_len, None, None)
-    recording, recorder = _Recording(executor), Recorder()
+    recording, recorder = RecordingExecutor(executor), Recorder()
     clock = ProcessClock() if clock_kind == "process" else WallClock()
     engine = Engine(
         CalibrationPolicy(plan.steps), recording, kv, limits, clock, recorder,
@@ -371,7 +373,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "num_threads": cfg.engine.num_threads, "gpu_memory_utilization":
         cfg.engine.gpu_memory_utilization, "cpu_kv_cache_gb": cfg.engine.cpu_kv_cache_gb,
         "cpu_swap_gb": cfg.engine.cpu_swap_gb, "num_steps": len(plan.steps),
-        "num_cells": plan.cell + 1, "measure_s": round(elapsed, 3), "clock": clock_kind,
+        "num_cells": plan.cell + 1, "repeats": grid["repeats"], "measure_s": round(elapsed, 3), "clock": clock_kind,
     }  # fmt: skip
     info = {
         "device": _device_name(executor), "dtype": executor.dtype_name,
@@ -384,17 +386,28 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     return info, points
 
 
-def fit_profile(points: list[dict]) -> dict:
-    """The step-time model (on duration - swaps), a device-time model for reference, the swap
-    model, and their errors in-sample and on held-out cells (every fourth)."""
+def fit_profile(points: list[dict], pipelined: bool = False) -> dict:
+    """The step-time model the simulator uses (`step_model`), the other target's model for
+    reference, the swap model, and their errors in-sample and on held-out cells (every fourth).
+
+    The step model's target is what a step adds to the serving clock. Without pipelining that is
+    the step's own `duration_s` (its host work included) less its swaps. With pipelining (cuda,
+    `engine.async_scheduling`) a step's `duration_s` is not its own: the host reads step n's
+    tokens only after it has launched step n+1, so a step that is slow to launch (an eager
+    prefill) lands in the previous step's duration (measured on the H200: the durations summed
+    match the device times summed within 0.3%, step by step they do not). There the target is
+    the step's `device_time_s` (CUDA events around its launch: the device's work and any gap
+    while the host issues an eager pass's kernels)."""
     x = np.array([[p[f] for f in FEATURES] for p in points], dtype=np.float64)
     cells = np.array([p["cell"] for p in points])
     swaps = np.array([p["swap_out_blocks"] + p["swap_in_blocks"] for p in points]) > 0
+    duration = ("duration_s - swap_time_s",
+                np.array([p["duration_s"] - p["swap_time_s"] for p in points]))  # fmt: skip
+    device = ("device_time_s",
+              np.array([p["device_time_s"] or np.nan for p in points], dtype=float))  # fmt: skip
+    targets = (device, duration) if pipelined else (duration, device)
     out = {}
-    for key, y in (
-        ("step_model", np.array([p["duration_s"] - p["swap_time_s"] for p in points])),
-        ("device_model", np.array([p["device_time_s"] or np.nan for p in points], dtype=float)),
-    ):
+    for key, (target, y) in zip(("step_model", "reference_model"), targets, strict=True):
         ok = np.isfinite(y) & (y > 0)
         if ok.sum() < len(FEATURES):
             continue
@@ -403,8 +416,7 @@ def fit_profile(points: list[dict]) -> dict:
         held_mape = mape(x[held], y[held], fit_relative(x[train], y[train]).coef)
         fit = fit_relative(x[ok], y[ok])
         out[key] = {
-            "target": "duration_s - swap_time_s" if key == "step_model" else "device_time_s",
-            "features": list(FEATURES), "coef": [float(c) for c in fit.coef],
+            "target": target, "features": list(FEATURES), "coef": [float(c) for c in fit.coef],
             "in_sample_mape": round(fit.in_sample_mape, 4),
             "in_sample_mape_all_points": round(mape(x[ok], y[ok], fit.coef), 4),
             "held_out_mape": round(held_mape, 4), "num_points": int(ok.sum()),
@@ -484,7 +496,7 @@ def calibrate(overrides: list[str], quick: bool = False, name: str | None = None
         raise ConfigError("--clock process measures a cpu executor only (a GPU runs while the "
                           "host waits)")  # fmt: skip
     info, points = measure(cfg, grid, clock)
-    fits = fit_profile(points)
+    fits = fit_profile(points, info["settings"]["async_scheduling"])
     return {
         "format": PROFILE_FORMAT, "name": name, **info, "commit": _git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

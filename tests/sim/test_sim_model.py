@@ -1,0 +1,68 @@
+"""The simulator's step-time model: batch features (CUDA-graph buckets, causal and dense
+attention work), the non-negative fit, and the calibration plan's validity."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.batch import Batch
+from harness.calibrate import QUICK, build_plan
+from harness.sim_model import FEATURES, features, fit_relative, nnls
+
+
+def _batch(decode_ctx: list[int], prefill: list[tuple[int, int]]) -> Batch:
+    """Decode rows at these contexts, then prefill rows of (query tokens, context incl. them)."""
+    q = [1] * len(decode_ctx) + [n for n, _ in prefill]
+    seq_lens = np.array(decode_ctx + [c for _, c in prefill], dtype=np.int32)
+    qsl = np.concatenate([[0], np.cumsum(q)]).astype(np.int32)
+    n = int(qsl[-1])
+    logits = list(range(len(decode_ctx))) + [int(qsl[i + 1]) - 1 for i in range(len(decode_ctx),
+                                                                                 len(q))]  # fmt: skip
+    return Batch(
+        input_ids=np.zeros(n, np.int64), positions=np.zeros(n, np.int64),
+        slot_mapping=np.zeros(n, np.int64), query_start_loc=qsl, seq_lens=seq_lens,
+        block_tables=np.zeros((len(q), 1), np.int32), logits_indices=np.array(logits),
+        max_query_len=max(q), max_seq_len=int(seq_lens.max()), num_decode_seqs=len(decode_ctx),
+    )  # fmt: skip
+
+
+def test_decode_only_steps_cost_their_cuda_graph_bucket():
+    f = dict(zip(FEATURES, features(_batch([10] * 5, []), [1, 2, 4, 8, 16]), strict=True))
+    assert f["decode_rows"] == 8 and f["decode_ctx"] == 50 and f["prefill"] == 0
+    f = dict(zip(FEATURES, features(_batch([10] * 5, []), None), strict=True))
+    assert f["decode_rows"] == 5  # no graphs (cpu): the rows themselves
+    # a mixed step runs eagerly: no bucket; its decode rows also count as mixed
+    f = dict(zip(FEATURES, features(_batch([10] * 5, [(4, 4)]), [1, 2, 4, 8, 16]), strict=True))
+    assert f["decode_rows"] == 5 and f["mixed_decode"] == 5 and f["prefill"] == 1
+
+
+def test_prefill_attention_counts_causal_pairs_and_dense_scores():
+    # a 4-token chunk at context 10 (positions 6..9): causal pairs 7+8+9+10 = 34, dense 4*10
+    f = dict(zip(FEATURES, features(_batch([], [(4, 10)])), strict=True))
+    assert f["prefill_attn"] == 34 and f["prefill_qk"] == 40
+    assert f["prefill_tokens"] == 4 and f["prefill_rows"] == 1 and f["prefill_sampled"] == 1
+
+
+def test_nnls_is_non_negative_and_exact_when_the_truth_is():
+    rng = np.random.default_rng(0)
+    a = rng.random((50, 4))
+    truth = np.array([0.5, 0.0, 2.0, 1.0])
+    assert np.allclose(nnls(a, a @ truth), truth, atol=1e-9)
+    x = nnls(a, a @ np.array([1.0, -3.0, 1.0, 1.0]))  # the unconstrained fit is negative
+    assert (x >= 0).all() and x[1] == 0
+
+
+def test_the_relative_fit_drops_a_disturbed_point():
+    rng = np.random.default_rng(1)
+    x = np.column_stack([np.ones(40), rng.integers(1, 100, 40)])
+    y = x @ np.array([2e-3, 1e-4])
+    y[7] *= 5  # a step slowed by a neighbour
+    fit = fit_relative(x, y)
+    assert fit.num_outliers == 1 and np.allclose(fit.coef, [2e-3, 1e-4])
+
+
+def test_the_plan_stays_within_the_kv_cache_and_finishes_every_request():
+    p = build_plan(QUICK, 16, 400, 2048, 64, 4096)
+    assert p.cell > 5 and not p.live  # every request finished (planner asserts the cache)
+    assert all(r.max_out and r.max_out >= 1 for r in p.reqs.values())
+    assert all(sum(s.tokens.values()) <= 2048 for s in p.steps)
