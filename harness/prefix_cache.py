@@ -108,6 +108,7 @@ def build_view(engine: Engine, now_s: float) -> SchedulerView:
             r.request_id, r.arrival_s, r.spec.priority, r.num_prompt_tokens, r.num_tokens,
             num_computed, r.num_output_tokens, r.spec.max_output_tokens,
             len(tables.get(r.request_id, ())), r.num_preemptions, r.spec.tenant, num_cached,
+            slo_class=r.spec.slo_class,
         )  # fmt: skip
 
     return SchedulerView(

@@ -116,11 +116,6 @@ def test_class_slos_come_from_the_run_config(compose_cfg):
     assert instantiate_node(compose_cfg("policy=edf"), "policy").class_ttft_s == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine's RequestView does not carry RequestSpec.slo_class yet (the view builder "
-    "must pass slo_class=r.spec.slo_class); remove this mark once it does",
-)
 def test_interactive_class_overtakes_a_batch_backlog_in_the_engine(scenario):
     # One tenant, two seats: r0..r3 ('batch' class, 5 s) arrive at once, r4, r5 ('interactive',
     # 50 ms) just after. EDF by class serves the interactive ones as soon as a seat frees.
