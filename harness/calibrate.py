@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.config import CONFIG_ERRORS, ConfigError, check_config, compose, validate
-from harness.sim_model import FEATURES, PROFILE_FORMAT, features, fit_relative, mape, nnls
+from harness.sim_model import FEATURES, PROFILE_FORMAT, features, fit_relative, mape
 from policies.base import Decision, Policy, Preemption, SchedulerView
 
 # The grid. Sizes beyond the budget, max_num_seqs, max_model_len or the KV cache are dropped.
@@ -432,12 +432,15 @@ def _fit_swaps(points: list[dict]) -> dict:
         pts = [(p[key], p["swap_time_s"]) for p in points if p[key] and p["swap_time_s"] > 0]
         if len(pts) >= 2:
             n, t = np.array(pts, dtype=float).T
-            fixed, per_block = nnls(np.stack([np.ones_like(n), n], axis=1), t)
-            err = float((np.abs(fixed + per_block * n - t) / t).mean())
+            # relative, as the steps: a one-block swap counts as much as a thousand-block one; a
+            # swap that waited for the step in flight (pipelined cuda) is dropped as an outlier
+            fit = fit_relative(np.stack([np.ones_like(n), n], axis=1), t)
+            (fixed, per_block), err = fit.coef, fit.in_sample_mape
         else:  # no swap pool (or no swap cell fitted the cache): swaps cost nothing modelled
             fixed, per_block, err = 0.0, 0.0, float("nan")
         model[direction] = {"fixed_s": float(fixed), "per_block_s": float(per_block),
-                            "mape": round(err, 4), "num_points": len(pts)}  # fmt: skip
+                            "mape": round(err, 4), "num_points": len(pts),
+                            "num_outliers": fit.num_outliers if len(pts) >= 2 else 0}  # fmt: skip
     return model
 
 

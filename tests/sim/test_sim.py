@@ -26,8 +26,8 @@ WORKLOAD = ("workload=poisson", "workload.num_requests=48", "workload.arrival.ra
             "workload.output_len.min=16", "workload.output_len.max=64", "seed=1")  # fmt: skip
 QUIET = ("engine.progress=false", "logger=none")
 # Measured on this 2-core host while other jobs shared it (load average 4-8; docs/simulator.md,
-# "Accuracy"), five runs: throughput -0.4..+2.4%; P50 TTFT -43..+20%; P50 TPOT -34..0%; the
-# model's sum over the real run's own batches -23..+1.8% (three runs). The calibration (seconds)
+# "Accuracy"), seven runs: throughput -0.4..+2.4%; P50 TTFT -43..+20%; P50 TPOT -34..0%; the
+# model's sum over the real run's own batches -23..+1.8% (five runs). The calibration (seconds)
 # and the real run see different loads: the bounds are that spread plus a margin, and still fail
 # a profile off by a factor 2 (or 1.55 on the step sum).
 THROUGHPUT_TOL, P50_TOL, STEP_SUM_TOL = 0.10, 0.50, 0.35
