@@ -331,7 +331,10 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         )  # fmt: skip
         for r in plan.reqs.values()
     }
-    kv = KVCacheManager(num_gpu, b.block_size, num_cpu, 0.0)
+    # as run() builds it (its prefix cache's bookkeeping is host work a run has; no two
+    # calibration prompts share a block, so nothing is ever served from it)
+    caching = bool(cfg.engine.get("enable_prefix_caching", False))
+    kv = KVCacheManager(num_gpu, b.block_size, num_cpu, 0.0, enable_prefix_caching=caching)
     limits = Limits(max_tokens, b.max_num_seqs, executor.max_model_len, None, None)
     recording, recorder = RecordingExecutor(executor), Recorder()
     clock = ProcessClock() if clock_kind == "process" else WallClock()
@@ -372,7 +375,8 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "cuda_graphs": buckets is not None, "decode_buckets": buckets,
         "num_threads": cfg.engine.num_threads, "gpu_memory_utilization":
         cfg.engine.gpu_memory_utilization, "cpu_kv_cache_gb": cfg.engine.cpu_kv_cache_gb,
-        "cpu_swap_gb": cfg.engine.cpu_swap_gb, "num_steps": len(plan.steps),
+        "cpu_swap_gb": cfg.engine.cpu_swap_gb, "enable_prefix_caching": caching,
+        "num_steps": len(plan.steps),
         "num_cells": plan.cell + 1, "repeats": grid["repeats"], "measure_s": round(elapsed, 3), "clock": clock_kind,
     }  # fmt: skip
     info = {
