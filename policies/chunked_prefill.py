@@ -113,7 +113,8 @@ class ChunkedPrefillPolicy(Policy):
         view, num_partial = plan.view, 0
         for r in (*view.running, *view.swapped, *view.waiting):
             n = plan.scheduled.get(r.request_id, 0)
-            started = r.num_computed_tokens > 0 or n > 0
+            # a waiting request's cached prefix is not a started prefill (prefix caching)
+            started = r.num_computed_tokens > r.num_cached_tokens or n > 0
             unfinished = r.num_computed_tokens + n < r.num_tokens and not r.is_decode
             num_partial += started and unfinished and r.request_id not in plan.preempt
         return num_partial

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from policies.base import Preemption
 from policies.chunked_prefill import ChunkedPrefillPolicy
 from tests.policies.conftest import (
@@ -132,3 +134,20 @@ def test_no_decode_is_preempted_to_make_room_for_a_prefill_chunk_in_the_engine(s
     first_victims = next(d.preempt for _, d in policy.log if d.preempt)
     assert first_victims.keys() == {"r1"}  # the prefill in progress, not the later decode r2
     assert (requests.status == "finished").all()
+
+
+def test_a_waiting_prompt_with_a_cached_prefix_has_not_started():
+    """Prefix caching: waiting requests whose prefix is cached (computed tokens > 0, none of
+    them its own yet) are not partial prefills; counting them as such (max_num_partial_prefills
+    reached) left every one waiting for ever with the whole cache free."""
+    waiting = [
+        dataclasses.replace(
+            make_request_view(f"r{i}", float(i), 4096), num_computed_tokens=512,
+            num_cached_tokens=512,
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    view = make_view(waiting=waiting, num_free_blocks=5000, num_total_blocks=5000,
+                     max_num_batched_tokens=2048)  # fmt: skip
+    decision = ChunkedPrefillPolicy().schedule(view)
+    assert decision.num_scheduled_tokens == {"r0": 2048}
