@@ -1,0 +1,205 @@
+"""The simulator against the real engine, case by case (issue 15's accuracy table).
+
+    # on the GPU: the real engine (one model for every case)
+    python benchmarks/sim_accuracy.py run --engine cuda --out DIR_REAL [--cases NAME...]
+    # anywhere: the same cases on the simulator, from the profile measured on that GPU
+    python benchmarks/sim_accuracy.py run --engine sim --profile h200_llama3_8b --out DIR_SIM
+    # the table: every case, every figure, its relative error; the worst named
+    python benchmarks/sim_accuracy.py compare DIR_REAL DIR_SIM [--out FILE.md]
+
+A case is a workload slice at a load and a policy configuration (`CASES`): the same Hydra
+overrides on both sides, so both serve the same requests (the workload fingerprints are
+compared). `--cases` picks some; `--list` shows them. Each case writes `<case>.json` (the
+summary and the resolved config) under `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# --- the cases: (name, overrides). Loads are set from the H200 llama3_8b profile's capacity
+# estimates (moderate ~50%, near ~90% of the capacity under the default SLOs).
+_POLICIES = {
+    "fcfs": ["policy=fcfs"],
+    "cp2048": ["policy=chunked_prefill", "budget.max_num_batched_tokens=2048"],
+    "cp512": ["policy=chunked_prefill", "budget.max_num_batched_tokens=512"],
+    # KV pressure: a cache of 4,000 blocks (64k tokens) instead of ~56k
+    "preempt_cpu": ["policy=preempt_cpu", "budget.num_gpu_blocks=4000"],
+}
+_WORKLOADS = {
+    # (overrides, load key, moderate load, near-capacity load): ~50% and ~90% of the capacity
+    # under the default SLOs that the H200 llama3_8b profile predicts for fcfs
+    "bursty": (["workload=bursty", "workload.num_requests=800"], "workload.arrival.rate", 50, 90),
+    "azure_code": (
+        ["workload=azure_code", "workload.start_s=600", "workload.duration_s=20"],
+        "workload.target_rate",
+        8,
+        14,
+    ),  # fmt: skip
+    "mooncake": (
+        ["workload=mooncake_conversation", "workload.start_s=600", "workload.max_requests=12"],
+        "workload.target_rate",
+        0.3,
+        0.6,
+    ),  # fmt: skip
+}
+_MATRIX = {
+    "bursty": ["fcfs", "cp2048", "cp512", "preempt_cpu"],
+    "azure_code": ["fcfs", "cp2048"],
+    "mooncake": ["fcfs", "cp2048"],
+}
+# Prefix caching on and off over multi-turn sessions (a turn's prompt is its whole history)
+_SESSIONS = [
+    "workload=multi_turn",
+    "workload.num_sessions=100",
+    "workload.arrival.rate=40",
+    "workload.system_prompt_len=1024",
+    "workload.think_time.mean=1.0",
+    *_POLICIES["cp2048"],
+]
+COMMON = ["logger=none", "engine.progress=false", "seed=0"]
+
+
+def cases() -> dict[str, list[str]]:
+    out = {}
+    for wl, policies in _MATRIX.items():
+        overrides, key, moderate, near = _WORKLOADS[wl]
+        for load, rate in (("moderate", moderate), ("near", near)):
+            for p in policies:
+                out[f"{wl}_{load}_{p}"] = [*overrides, f"{key}={rate}", *_POLICIES[p]]
+    for on in ("true", "false"):
+        out[f"multi_turn_caching_{'on' if on == 'true' else 'off'}_cp2048"] = [
+            *_SESSIONS, f"engine.enable_prefix_caching={on}"]  # fmt: skip
+    return out
+
+
+FIGURES = [  # (summary key, percentile or None, label, tolerance)
+    ("output_throughput_tok_s", None, "out tok/s", 0.03),
+    *[(f"{m}_s", p, f"{p.upper()} {m.upper()}", 0.10)
+      for m in ("ttft", "tpot", "itl") for p in ("p50", "p99")],
+]  # fmt: skip
+
+
+def figure(summary: dict, key: str, pct: str | None):
+    v = summary.get(key)
+    return v.get(pct) if pct and isinstance(v, dict) else v
+
+
+def run_cases(args) -> int:
+    from harness.config import compose
+    from harness.run import build_executor, run
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    engine = ["engine=sim", f"engine.profile={args.profile}"] if args.engine == "sim" else [
+        f"engine={args.engine}"]  # fmt: skip
+    engine += [f"model={args.model}"] + list(args.override or [])
+    model = None
+    chosen = cases()
+    names = args.cases or list(chosen)
+    for name in names:
+        cfg = compose([*COMMON, *engine, *chosen[name]])
+        cfg = _without_hydra(cfg)
+        executor = build_executor(cfg)
+        if args.engine != "sim" and model is None:  # one model for every real case
+            from harness.models.loader import build_model
+
+            model = build_model(executor.preset, cfg.model.path, executor.device, executor.dtype,
+                                seed=cfg.model.seed)  # fmt: skip
+        t0 = time.perf_counter()
+        result = run(cfg, None, model=model, executor=executor)
+        wall = time.perf_counter() - t0
+        record = {"case": name, "overrides": chosen[name], "engine": engine, "wall_s": wall,
+                  "summary": result.summary, "resolved": result.resolved}  # fmt: skip
+        (out / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
+        s = result.summary
+        print(f"{name}: {s['num_finished']}/{s['num_requests']} finished, "
+              f"{s['output_throughput_tok_s']:.0f} out tok/s, P99 TTFT {s['ttft_s']['p99']}, "
+              f"wall {wall:.1f} s", flush=True)  # fmt: skip
+    return 0
+
+
+def _without_hydra(cfg):
+    from omegaconf import OmegaConf
+
+    OmegaConf.set_struct(cfg, False)
+    cfg.pop("hydra", None)
+    return cfg
+
+
+def compare(args) -> int:
+    real, sim = Path(args.real), Path(args.sim)
+    rows, worst = [], (0.0, "", "")
+    lines = ["| case | finished real/sim | " + " | ".join(f[2] for f in FIGURES) + " |",
+             "|---|---|" + "---|" * len(FIGURES)]  # fmt: skip
+    failures = 0
+    for path in sorted(real.glob("*.json")):
+        other = sim / path.name
+        if not other.exists():
+            continue
+        r, s = json.loads(path.read_text()), json.loads(other.read_text())
+        rs, ss = r["summary"], s["summary"]
+        if rs.get("workload_fingerprint") != ss.get("workload_fingerprint"):
+            print(f"{path.stem}: different requests on the two sides; skipped", file=sys.stderr)
+            continue
+        cells = []
+        for key, pct, label, tol in FIGURES:
+            a, b = figure(rs, key, pct), figure(ss, key, pct)
+            if not a or b is None:
+                cells.append("n/a")
+                continue
+            err = (b - a) / a
+            mark = "" if abs(err) <= tol else " **"
+            failures += bool(mark)
+            if abs(err) > worst[0]:
+                worst = (abs(err), path.stem, label)
+            cells.append(f"{_fmt(a, key)} / {_fmt(b, key)} ({err:+.1%}){mark}")
+        fin = f"{rs['num_finished']}/{ss['num_finished']}"
+        lines.append(f"| {path.stem} | {fin} | " + " | ".join(cells) + " |")
+        rows.append(path.stem)
+    lines.append("")
+    lines.append(f"{len(rows)} cases; {failures} figures outside their tolerance (** : throughput "
+                 f"3%, latency percentiles 10%); worst: {worst[2]} of {worst[1]} "
+                 f"({worst[0]:.1%})")  # fmt: skip
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def _fmt(v: float, key: str) -> str:
+    return f"{v:,.0f}" if key.endswith("tok_s") else f"{v * 1e3:.1f} ms"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--engine", default="cuda", help="cuda | cpu | sim")
+    r.add_argument("--profile", default="h200_llama3_8b")
+    r.add_argument("--model", default="llama3_8b")
+    r.add_argument("--out", required=True)
+    r.add_argument("--cases", nargs="*")
+    r.add_argument("--override", nargs="*", help="extra Hydra overrides for every case")
+    c = sub.add_parser("compare")
+    c.add_argument("real")
+    c.add_argument("sim")
+    c.add_argument("--out")
+    sub.add_parser("list")
+    args = p.parse_args(argv)
+    if args.cmd == "list":
+        for name, overrides in cases().items():
+            print(name, " ".join(overrides))
+        return 0
+    return run_cases(args) if args.cmd == "run" else compare(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
