@@ -118,10 +118,51 @@ def run_cases(args) -> int:
         record = {"case": name, "overrides": chosen[name], "engine": engine, "wall_s": wall,
                   "summary": result.summary, "resolved": result.resolved}  # fmt: skip
         (out / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
+        _append_brief(out / "cases.jsonl", record)  # one file: a device run returns few files
         s = result.summary
         print(f"{name}: {s['num_finished']}/{s['num_requests']} finished, "
               f"{s['output_throughput_tok_s']:.0f} out tok/s, P99 TTFT {s['ttft_s']['p99']}, "
               f"wall {wall:.1f} s", flush=True)  # fmt: skip
+    return 0
+
+
+def _append_brief(path: Path, record: dict) -> None:
+    s = record["summary"]
+    brief = {
+        k: s.get(k)
+        for k in (
+            "num_requests",
+            "num_finished",
+            "output_throughput_tok_s",
+            "workload_fingerprint",
+            "prefix_cache_hit_rate",
+            "duration_s",
+        )
+    }
+    brief.update({m: s.get(m) for m in ("ttft_s", "tpot_s", "itl_s")})
+    with path.open("a") as f:
+        f.write(json.dumps({"case": record["case"], "summary": brief}) + "\n")
+
+
+def from_log(args) -> int:
+    """Case JSONs from a `run` log (the terminal tables it printed), for a device run whose
+    files did not all come back: throughput, finished, and P50/P99 of TTFT, TPOT, ITL (ms)."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    block: dict = {}
+    for line in Path(args.log).read_text().splitlines():
+        words = line.split()
+        if line.startswith("throughput:"):
+            block["output_throughput_tok_s"] = float(words[1])
+        elif words and words[0] in ("TTFT", "TPOT", "ITL") and len(words) == 6:
+            p50, p99 = float(words[2]) / 1e3, float(words[4]) / 1e3
+            block[f"{words[0].lower()}_s"] = {"p50": p50, "p99": p99}
+        elif line.startswith("requests:"):
+            block["num_requests"], block["num_finished"] = int(words[1]), int(words[3])
+        elif words and words[0].endswith(":") and "finished," in line and block:
+            name = words[0][:-1]
+            (out / f"{name}.json").write_text(json.dumps({"case": name, "summary": block}))
+            block = {}
     return 0
 
 
@@ -145,7 +186,8 @@ def compare(args) -> int:
             continue
         r, s = json.loads(path.read_text()), json.loads(other.read_text())
         rs, ss = r["summary"], s["summary"]
-        if rs.get("workload_fingerprint") != ss.get("workload_fingerprint"):
+        fingerprints = (rs.get("workload_fingerprint"), ss.get("workload_fingerprint"))
+        if None not in fingerprints and fingerprints[0] != fingerprints[1]:
             print(f"{path.stem}: different requests on the two sides; skipped", file=sys.stderr)
             continue
         cells = []
@@ -193,11 +235,16 @@ def main(argv=None) -> int:
     c.add_argument("sim")
     c.add_argument("--out")
     sub.add_parser("list")
+    g = sub.add_parser("from-log")
+    g.add_argument("log")
+    g.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.cmd == "list":
         for name, overrides in cases().items():
             print(name, " ".join(overrides))
         return 0
+    if args.cmd == "from-log":
+        return from_log(args)
     return run_cases(args) if args.cmd == "run" else compare(args)
 
 
