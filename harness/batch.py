@@ -73,6 +73,29 @@ def build_batch(
     0 so their attention reads `context_len` cached positions) whose outputs are dropped.
     """
     bs = block_size
+    d = num_decode
+    tables = [block_tables[r.request_id] for r, _ in scheduled]
+    table_lens = [len(t) for t in tables]
+    # Decode rows (first `num_decode`): one token at position num_computed_tokens, sampled.
+    dec_pos = [r.num_computed_tokens for r, _ in scheduled[:d]]
+    dec_ids = [r.output_ids[-1] for r, _ in scheduled[:d]]
+    dec_slots = [t[p // bs] * bs + p % bs for t, p in zip(tables, dec_pos, strict=False)]
+    if d == len(scheduled) and not padding and d:
+        # Only decodes (most steps): a few list-to-array conversions, no per-row numpy work.
+        width = max(table_lens)
+        rows = [t + [0] * (width - len(t)) for t in tables]
+        max_seq_len = max(dec_pos) + 1
+        return Batch(
+            input_ids=np.array(dec_ids, dtype=np.int64),
+            positions=np.array(dec_pos, dtype=np.int64),
+            slot_mapping=np.array(dec_slots, dtype=np.int64),
+            query_start_loc=np.arange(d + 1, dtype=np.int32),
+            seq_lens=np.array(dec_pos, dtype=np.int32) + np.int32(1),
+            block_tables=np.array(rows, dtype=np.int32).reshape(d, width),
+            logits_indices=np.arange(d, dtype=np.int64), max_query_len=1,
+            max_seq_len=max_seq_len, num_padding_tokens=0, num_decode_seqs=d,
+            max_decode_seq_len=max_seq_len, temperature=temperature, top_p=top_p,
+        )  # fmt: skip
     lens = np.array([n for _, n in scheduled] + [p.num_tokens for p in padding], dtype=np.int64)
     num_seqs = len(lens)
     query_start_loc = np.zeros(num_seqs + 1, dtype=np.int32)
@@ -82,20 +105,15 @@ def build_batch(
     positions = np.empty(num_tokens, dtype=np.int64)
     slot_mapping = np.full(num_tokens, -1, dtype=np.int64)
     seq_lens = np.empty(num_seqs, dtype=np.int32)
-    tables = [block_tables[r.request_id] for r, _ in scheduled]
-    width = max([len(t) for t in tables] + [-(-p.context_len // bs) for p in padding])
+    width = max(table_lens + [-(-p.context_len // bs) for p in padding])
     table_array = np.zeros((num_seqs, width), dtype=np.int32)
-    table_lens = [len(t) for t in tables]
     flat = np.fromiter(chain.from_iterable(tables), dtype=np.int32, count=sum(table_lens))
     rows = np.repeat(np.arange(len(tables)), table_lens)
     cols = np.arange(len(flat)) - np.repeat(np.cumsum(table_lens) - table_lens, table_lens)
     table_array[rows, cols] = flat
-    # Decode rows (first `num_decode`): one token at position num_computed_tokens, sampled.
-    d = num_decode
-    dec_pos = [r.num_computed_tokens for r, _ in scheduled[:d]]
     positions[:d] = dec_pos
-    input_ids[:d] = [r.output_ids[-1] for r, _ in scheduled[:d]]
-    slot_mapping[:d] = [t[p // bs] * bs + p % bs for t, p in zip(tables, dec_pos, strict=False)]
+    input_ids[:d] = dec_ids
+    slot_mapping[:d] = dec_slots
     seq_lens[:d] = positions[:d] + 1
     logits_indices = list(range(d))
     for i in range(d, len(scheduled)):  # prefill chunks (and recomputes)
