@@ -53,11 +53,14 @@ COLUMNS = (
     ("useful_token_share", "useful_token_share", None, "useful tokens (share)"),
     ("kv_usage_mean", "kv_usage_mean", None, "KV used, mean (share)"),
     ("kv_usage_peak", "kv_usage_peak", None, "KV used, peak (share)"),
+    # a property of the workload and the cache as much as of the policy: shown, not ranked
+    ("prefix_cache_hit_rate", "prefix_cache_hit_rate", None, "prefix hit rate (share)"),
     # Not ranked: equal service is a goal only where the tenants asked for as much.
     ("fairness_jain", "fairness_jain", None, "fairness (Jain)"),
     ("service_share", "service_share", None, "service (share)"),  # a tenant's row (--by)
 )
-RUN_ONLY = ("busy_share", "useful_token_share", "kv_usage_mean", "kv_usage_peak", "fairness_jain")
+RUN_ONLY = ("busy_share", "useful_token_share", "kv_usage_mean", "kv_usage_peak", "fairness_jain",
+            "prefix_cache_hit_rate")  # fmt: skip
 OPTIONAL = {*RUN_ONLY, "service_share"}  # newer runs, or split rows only
 SPLITS = ("tenant", "priority")  # --by: a comparison row per run configuration x value
 LEGEND = (

@@ -117,3 +117,13 @@ def test_a_null_budget_reads_the_resolved_budget(tmp_path):
     make_run(tmp_path / "a", "fcfs", None, 0.01, resolved={"max_num_batched_tokens": 2048})
     make_run(tmp_path / "b", "fcfs", 512, 0.01, resolved={"max_num_batched_tokens": 512})
     assert sorted(load_runs([tmp_path])["budget"]) == [512, 2048]
+
+
+def test_prefix_cache_hit_rate_is_a_column_never_ranked(tmp_path):
+    for name, rate in (("fcfs", 0.7), ("cache_aware", 0.91)):
+        make_run(tmp_path / name, name, 256, 0.01, summary={"prefix_cache_hit_rate": rate})
+    table = comparison(load_runs([tmp_path]))
+    assert _row(table, "cache_aware")["prefix_cache_hit_rate"] == pytest.approx(0.91)
+    ranked = {c for cell in table["best_in"] for c in cell.split(",") if c}
+    assert "prefix_cache_hit_rate" not in ranked
+    assert "prefix hit rate" in to_markdown(table).splitlines()[0]
