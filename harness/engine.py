@@ -243,16 +243,16 @@ class Engine:
         token (filled by `flush`). A request whose last token this step samples leaves the
         running queue and frees its blocks now (the device reuses them only after this step, in
         stream order); it becomes finished when that token reaches the host."""
-        sampled_rows, finishing = [], []
+        sampled_rows, finishing, prefix = [], [], self.prefix
         for r, n in scheduled:
             r.num_computed_tokens += n
-            if self.prefix is not None:
-                self.prefix.on_computed(r)
-            if r.num_computed_tokens < r.num_tokens:
+            if prefix is not None:
+                prefix.on_computed(r)
+            if r.num_computed_tokens < len(r.spec.prompt_ids) + len(r.output_ids):
                 continue  # a prefill chunk that does not reach the end samples nothing
             sampled_rows.append((r, len(r.output_ids)))
             r.output_ids.append(PLACEHOLDER_TOKEN)
-            if r.num_output_tokens >= r.spec.max_output_tokens:
+            if len(r.output_ids) >= r.spec.max_output_tokens:
                 self.kv.free(r.request_id)
                 self.running.pop(r.request_id, None)
                 finishing.append(r)

@@ -209,6 +209,9 @@ class KVCacheManager:
         """Grow the request's block table to hold `num_tokens`; returns the new block ids."""
         if request_id in self.cpu_block_tables:
             raise RuntimeError(f"request {request_id} is swapped out; swap it in first")
+        table = self.block_tables.get(request_id)
+        if table is not None and len(table) * self.block_size >= num_tokens:
+            return []  # its blocks hold them already (most decode steps)
         new = self.gpu.allocate(self.num_new_blocks(request_id, num_tokens))
         self.block_tables.setdefault(request_id, []).extend(new)
         self._num_table_blocks += len(new)
@@ -232,6 +235,10 @@ class KVCacheManager:
         self._num_keyed[request_id] = len(blocks)
         self._num_table_blocks += len(blocks)
         return blocks
+
+    def num_keyed(self, request_id: str) -> int:
+        """How many leading blocks of the request's GPU table hold a key."""
+        return self._num_keyed.get(request_id, 0)
 
     def cache_blocks(self, request_id: str, keys: list[BlockKey], num_full: int) -> None:
         """Key the request's first `num_full` table blocks (full, computed, their token ids on

@@ -72,6 +72,8 @@ class PrefixTracker:
     def on_computed(self, r: Request) -> None:
         """After `r` computed more tokens: key its full blocks whose token ids are known (a
         pipelined step's sampled tokens are placeholders until they reach the host)."""
+        if r.num_computed_tokens // self.block_size <= self.kv.num_keyed(r.request_id):
+            return  # no full block beyond those keyed already (most steps): nothing to key
         known, num_prompt = r.num_tokens, r.num_prompt_tokens
         while known > num_prompt and r.output_ids[known - num_prompt - 1] == PLACEHOLDER_TOKEN:
             known -= 1
