@@ -28,11 +28,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ["fcfs", "chunked_prefill"]
-# Each job: the tiny model on the cpu engine, 8 requests, the virtual clock (exact figures).
+# Each job: the simulator (issue 15's point: sweeps of simulated runs on a cluster) with the
+# cpu_tiny profile, 16 requests; its virtual clock makes the figures exact.
 SWEEP = [
-    f"policy={','.join(POLICIES)}", "engine=cpu", "model=tiny", "logger=local",
-    "engine.clock=virtual", "engine.num_threads=1", "engine.progress=false",
-    "logger.print_table=false", "workload.num_requests=8",
+    f"policy={','.join(POLICIES)}", "engine=sim", "engine.profile=cpu_tiny", "logger=local",
+    "engine.progress=false", "logger.print_table=false", "workload.num_requests=16",
 ]  # fmt: skip
 JOBS = [f"{i}_policy={p}" for i, p in enumerate(POLICIES)]
 TIMEOUT_S = 300  # a sweep that hangs (e.g. a Ray task that no node can place) fails, not waits
@@ -63,7 +63,7 @@ def run_folders(sweep_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
         folder = sweep_dir / job
         assert (folder / "summary.json").is_file(), f"no run folder {folder}"
         summary = json.loads((folder / "summary.json").read_text())
-        assert summary["complete"] and summary["num_finished"] == 8, summary
+        assert summary["complete"] and summary["num_finished"] == 16, summary
         found[job] = (summary, pd.read_parquet(folder / "requests.parquet"))
     return found
 
