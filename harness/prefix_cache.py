@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from harness.batch import PLACEHOLDER_TOKEN
 from harness.kv_cache import BlockKey, KVCacheManager
-from harness.request import Request, RequestStatus
+from harness.request import Request
 from policies.base import RequestView, SchedulerView
 
 if TYPE_CHECKING:
@@ -100,23 +100,21 @@ def build_view(engine: Engine, now_s: float) -> SchedulerView:
     the policies' arithmetic stays an upper bound of what the engine really takes, preemptions
     included."""
     kv, lim, tracker = engine.kv, engine.limits, engine.prefix
-
-    def snap(r: Request) -> RequestView:
-        tables = kv.cpu_block_tables if r.status is RequestStatus.SWAPPED else kv.block_tables
-        num_computed, num_cached = r.num_computed_tokens, 0
-        if tracker is not None and r.status is RequestStatus.WAITING:
-            num_computed = num_cached = tracker.num_cached_tokens(r.request_id)
-        return RequestView(
-            r.request_id, r.arrival_s, r.spec.priority, r.num_prompt_tokens, r.num_tokens,
-            num_computed, r.num_output_tokens, r.spec.max_output_tokens,
-            len(tables.get(r.request_id, ())), r.num_preemptions, r.spec.tenant, num_cached,
-            slo_class=r.spec.slo_class,
-        )  # fmt: skip
-
+    gpu_tables = kv.block_tables
+    running = tuple([_snap(r, gpu_tables, r.num_computed_tokens, 0)
+                     for r in engine.running.values()])  # fmt: skip
+    cpu_tables = kv.cpu_block_tables
+    swapped = tuple([_snap(r, cpu_tables, r.num_computed_tokens, 0)
+                     for r in engine.swapped.values()])  # fmt: skip
+    if tracker is None:
+        waiting = tuple([_snap(r, gpu_tables, r.num_computed_tokens, 0)
+                         for r in engine.waiting.values()])  # fmt: skip
+    else:
+        hits, bs = tracker._hits, tracker.block_size
+        waiting = tuple([_snap(r, gpu_tables, n, n) for r in engine.waiting.values()
+                         for n in (hits[r.spec.request_id] * bs,)])  # fmt: skip
     return SchedulerView(
-        now_s=now_s, waiting=tuple(map(snap, engine.waiting.values())),
-        running=tuple(map(snap, engine.running.values())),
-        swapped=tuple(map(snap, engine.swapped.values())),
+        now_s=now_s, waiting=waiting, running=running, swapped=swapped,
         num_free_blocks=kv.num_free_blocks_unshared, num_total_blocks=kv.gpu.num_blocks,
         num_free_cpu_blocks=kv.cpu.num_free_blocks, watermark_blocks=kv.watermark_blocks,
         block_size=kv.block_size, max_num_batched_tokens=lim.max_num_batched_tokens,
@@ -124,4 +122,15 @@ def build_view(engine: Engine, now_s: float) -> SchedulerView:
         starvation_threshold=lim.starvation_threshold,
         max_num_prefill_tokens=lim.max_num_prefill_tokens,
         num_evictable_blocks=kv.gpu.num_evictable_blocks,
+    )  # fmt: skip
+
+
+def _snap(r: Request, tables: dict, num_computed: int, num_cached: int) -> RequestView:
+    """`r` as the policy sees it, its blocks counted in `tables` (the GPU's, or the CPU's)."""
+    spec, out = r.spec, r.output_ids
+    num_prompt = len(spec.prompt_ids)
+    return RequestView(
+        spec.request_id, spec.arrival_s, spec.priority, num_prompt, num_prompt + len(out),
+        num_computed, len(out), spec.max_output_tokens, len(tables.get(spec.request_id, ())),
+        r.num_preemptions, spec.tenant, num_cached, spec.slo_class,
     )  # fmt: skip
