@@ -51,8 +51,11 @@ class Batch:
 def decode_first(scheduled: list[tuple[Request, int]]) -> tuple[list[tuple[Request, int]], int]:
     """The scheduled (request, tokens) rows with single-token decodes first (the attention
     kernels take them as one cheap group), and how many decodes there are."""
-    is_decode = [n == 1 and r.num_output_tokens > 0 and r.num_uncomputed_tokens == 1
+    is_decode = [n == 1 and len(r.output_ids) > 0
+                 and len(r.spec.prompt_ids) + len(r.output_ids) - r.num_computed_tokens == 1
                  for r, n in scheduled]  # fmt: skip
+    if all(is_decode):
+        return scheduled, len(scheduled)  # already in order (most steps)
     decodes = [x for x, d in zip(scheduled, is_decode, strict=True) if d]
     return decodes + [x for x, d in zip(scheduled, is_decode, strict=True) if not d], len(decodes)
 
