@@ -67,16 +67,19 @@ def check_decision(
     if over:
         raise fail("budget.max_num_prefill_tokens", over)
     need = sum(swapped[rid].num_blocks for rid in d.swap_in)
-    admitted = 0
+    admitted, bs = 0, view.block_size
     for rid, n in d.num_scheduled_tokens.items():
-        r = running.get(rid) or waiting.get(rid) or (swapped.get(rid) if rid in d.swap_in else None)
+        r = running.get(rid)
         if r is None:
-            raise fail("request state", f"{rid!r} cannot be scheduled (not live)")
-        if not 1 <= n <= r.num_uncomputed_tokens:
+            r = waiting.get(rid) or (swapped.get(rid) if rid in d.swap_in else None)
+            if r is None:
+                raise fail("request state", f"{rid!r} cannot be scheduled (not live)")
+        admitted += rid in waiting
+        computed = r.num_computed_tokens
+        if not 1 <= n <= r.num_tokens - computed:
             raise fail("token count", f"{rid!r} given {n} tokens, has {r.num_uncomputed_tokens}"
                        " to compute")  # fmt: skip
-        admitted += rid in waiting
-        need += view.num_new_blocks(r, n)
+        need += max(0, -(-(computed + n) // bs) - r.num_blocks)  # view.num_new_blocks(r, n)
     num_seqs = len(running) - len(d.preempt) + len(d.swap_in) + admitted
     if num_seqs > view.max_num_seqs:
         raise fail("budget.max_num_seqs", f"{num_seqs} running > {view.max_num_seqs}")
