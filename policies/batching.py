@@ -155,11 +155,32 @@ def schedule_running(
     with no victim left, the request itself."""
     queue, spare = list(running), list(victims)
     first = {r.request_id for r in spare}
+    block_size = plan.view.block_size
     while queue:
         request = queue.pop(0)
-        n = tokens(plan, request)
+        # Fast path (most requests, most steps): `n` within the budgets left and its new blocks
+        # within the free ones. The same arithmetic as `whole`, `tokens_left`, `fits` and
+        # `schedule` (such an `n` also fits the free blocks whole when `chunked`).
+        computed = request.num_computed_tokens
+        left = plan.num_tokens_left
+        decode = request.num_output_tokens > 0 and request.num_tokens - computed == 1
+        if not decode and plan.num_prefill_tokens_left < left:
+            left = plan.num_prefill_tokens_left
+        n = request.num_tokens - computed
+        if tokens is not whole or n > left:
+            n = tokens(plan, request)
         if n < 1:
             continue
+        if n <= left:
+            new = -(-(computed + n) // block_size) - request.num_blocks
+            new = new if new > 0 else 0
+            if new <= plan.num_free_blocks:
+                plan.num_free_blocks -= new
+                plan.num_tokens_left -= n
+                if not decode:
+                    plan.num_prefill_tokens_left -= n
+                plan.scheduled[request.request_id] = n
+                continue
         while True:
             m = min(n, plan.max_tokens_in_blocks(request)) if chunked else n
             if m >= 1 and plan.fits(request, m):
