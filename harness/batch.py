@@ -88,12 +88,13 @@ def build_batch(
         width = max(table_lens)
         rows = [t + [0] * (width - len(t)) for t in tables]
         max_seq_len = max(dec_pos) + 1
+        # ids, positions and slots in one conversion, then three contiguous slices of it
+        flat = np.array(dec_ids + dec_pos + dec_slots, dtype=np.int64)
+        input_ids, positions, slot_mapping = flat[:d], flat[d : 2 * d], flat[2 * d :]
         return Batch(
-            input_ids=np.array(dec_ids, dtype=np.int64),
-            positions=np.array(dec_pos, dtype=np.int64),
-            slot_mapping=np.array(dec_slots, dtype=np.int64),
+            input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
             query_start_loc=np.arange(d + 1, dtype=np.int32),
-            seq_lens=np.array(dec_pos, dtype=np.int32) + np.int32(1),
+            seq_lens=(positions + 1).astype(np.int32),
             block_tables=np.array(rows, dtype=np.int32).reshape(d, width),
             logits_indices=np.arange(d, dtype=np.int64), max_query_len=1,
             max_seq_len=max_seq_len, num_padding_tokens=0, num_decode_seqs=d,
