@@ -42,14 +42,23 @@ STEP_SERIES = tuple(f.name for f in fields(StepRecord) if f.metadata.get("series
 
 
 class Recorder:
-    """Collects one `StepRecord` per step; the engine calls `on_step` after every step."""
+    """Collects one step record per step; the engine calls `on_step_values` (or `on_step`) after
+    every step. Rows are kept as plain tuples in `StepRecord`'s field order (`STEP_COLUMNS`):
+    the frame is built from them at the end, a `StepRecord` only when `steps` is read."""
 
     def __init__(self) -> None:
-        self.steps: list[StepRecord] = []
+        self._rows: list[tuple] = []
 
     def on_step(self, record: StepRecord) -> None:
-        self.steps.append(record)
+        self._rows.append(tuple(getattr(record, c) for c in STEP_COLUMNS))
+
+    def on_step_values(self, *values) -> None:
+        """One step's values, positionally in `StepRecord`'s field order (all of them)."""
+        self._rows.append(values)
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        return [StepRecord(*row) for row in self._rows]
 
     def steps_frame(self) -> pd.DataFrame:
-        rows = [[getattr(s, c) for c in STEP_COLUMNS] for s in self.steps]
-        return pd.DataFrame(rows, columns=list(STEP_COLUMNS))
+        return pd.DataFrame(self._rows, columns=list(STEP_COLUMNS))
