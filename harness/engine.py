@@ -259,14 +259,19 @@ class Engine:
 
     def _record(self, f: _InFlight, end_s: float) -> None:
         a, num_decode = f.applied, f.batch.num_decode_seqs
-        self.recorder.on_step_values(  # StepRecord's fields, in its order (harness/records.py)
-            self.num_steps, f.start_s,
+        self.recorder.on_step_values(
+            step=self.num_steps, start_s=f.start_s,
             # pipelined steps overlap: a step's duration is what it added to the wall time
-            end_s - max(f.start_s, self._last_end_s), f.host_done_s - f.start_s, f.device_time_s,
-            sum(n for _, n in a.scheduled) - num_decode, num_decode, f.batch.num_padding_tokens,
-            len(a.scheduled), len(self.running), len(self.waiting), len(self.swapped),
-            self.kv.gpu.num_used_blocks, a.num_preempted, a.num_swapped_out_blocks,
-            a.num_swapped_in_blocks, a.swap_time_s, a.num_cached_tokens, a.num_evicted_blocks,
+            duration_s=end_s - max(f.start_s, self._last_end_s),
+            host_time_s=f.host_done_s - f.start_s, device_time_s=f.device_time_s,
+            num_prefill_tokens=sum(n for _, n in a.scheduled) - num_decode,
+            num_decode_tokens=num_decode, num_padding_tokens=f.batch.num_padding_tokens,
+            num_scheduled_seqs=len(a.scheduled), num_running=len(self.running),
+            num_waiting=len(self.waiting), num_swapped=len(self.swapped),
+            num_kv_blocks_used=self.kv.gpu.num_used_blocks, num_preempted=a.num_preempted,
+            num_swapped_out_blocks=a.num_swapped_out_blocks,
+            num_swapped_in_blocks=a.num_swapped_in_blocks, swap_time_s=a.swap_time_s,
+            num_cached_tokens=a.num_cached_tokens, num_evicted_blocks=a.num_evicted_blocks,
         )  # fmt: skip
 
     def abort_unfinished(self, reason: str, not_arrived: list[RequestSpec] = ()) -> None:

@@ -52,9 +52,12 @@ class Recorder:
     def on_step(self, record: StepRecord) -> None:
         self._rows.append(tuple(getattr(record, c) for c in STEP_COLUMNS))
 
-    def on_step_values(self, *values) -> None:
-        """One step's values, positionally in `StepRecord`'s field order (all of them)."""
-        self._rows.append(values)
+    def on_step_values(self, **values) -> None:
+        """One step's values by `StepRecord` field name, all of them (a missing or unknown name
+        fails); kept as a plain tuple in the field order: cheaper than a dataclass per step."""
+        if len(values) != len(STEP_COLUMNS):
+            raise TypeError(f"step values {sorted(values)} are not StepRecord's {STEP_COLUMNS}")
+        self._rows.append(tuple([values[c] for c in STEP_COLUMNS]))
 
     @property
     def steps(self) -> list[StepRecord]:
