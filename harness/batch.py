@@ -60,6 +60,45 @@ def decode_first(scheduled: list[tuple[Request, int]]) -> tuple[list[tuple[Reque
     return decodes + [x for x, d in zip(scheduled, is_decode, strict=True) if not d], len(decodes)
 
 
+class _TableRows:
+    """The 2-D block table of decode-only steps, kept between steps: row i holds the table list
+    it held last step (the same list object: a GPU table only grows while it exists) and only
+    the blocks appended since are written; a row whose table is another list is rewritten. The
+    caller gets a copy, so a batch is never changed by a later step."""
+
+    def __init__(self) -> None:
+        self.arr = np.zeros((0, 0), dtype=np.int32)
+        self.tables: list[list[int] | None] = []
+        self.lens: list[int] = []
+
+    def rows(self, tables: list[list[int]], lens: list[int], width: int) -> np.ndarray:
+        d, arr = len(tables), self.arr
+        if d > arr.shape[0] or width > arr.shape[1]:  # grow (rarely), every row rewritten
+            arr = self.arr = np.zeros((max(d, arr.shape[0]) * 2, max(width, arr.shape[1]) * 2),
+                                      dtype=np.int32)  # fmt: skip
+            self.tables, self.lens = [None] * arr.shape[0], [0] * arr.shape[0]
+        held, held_lens = self.tables, self.lens
+        for i in range(d):
+            t, n = tables[i], lens[i]
+            if t is held[i]:
+                m = held_lens[i]
+                if n != m:
+                    if n < m:  # not expected (tables only grow); rewrite the row
+                        arr[i, n:m] = 0
+                    arr[i, m:n] = t[m:n]
+                    held_lens[i] = n
+            else:
+                m = held_lens[i]
+                arr[i, :n] = t
+                if m > n:
+                    arr[i, n:m] = 0
+                held[i], held_lens[i] = t, n
+        return arr[:d, :width].copy()
+
+
+_TABLES = _TableRows()
+
+
 def build_batch(
     scheduled: list[tuple[Request, int]],
     padding: tuple[Padding, ...],
@@ -86,7 +125,7 @@ def build_batch(
     if d == len(scheduled) and not padding and d:
         # Only decodes (most steps): a few list-to-array conversions, no per-row numpy work.
         width = max(table_lens)
-        rows = [t + [0] * (width - len(t)) for t in tables]
+        block_table = _TABLES.rows(tables, table_lens, width)
         max_seq_len = max(dec_pos) + 1
         # ids, positions and slots in one conversion, then three contiguous slices of it
         flat = np.array(dec_ids + dec_pos + dec_slots, dtype=np.int64)
@@ -95,7 +134,7 @@ def build_batch(
             input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
             query_start_loc=np.arange(d + 1, dtype=np.int32),
             seq_lens=(positions + 1).astype(np.int32),
-            block_tables=np.array(rows, dtype=np.int32).reshape(d, width),
+            block_tables=block_table,
             logits_indices=np.arange(d, dtype=np.int64), max_query_len=1,
             max_seq_len=max_seq_len, num_padding_tokens=0, num_decode_seqs=d,
             max_decode_seq_len=max_seq_len, temperature=temperature, top_p=top_p,
