@@ -243,9 +243,10 @@ class Engine:
         running queue and frees its blocks now (the device reuses them only after this step, in
         stream order); it becomes finished when that token reaches the host."""
         sampled_rows, finishing, prefix = [], [], self.prefix
+        keyed, bs = (self.kv.num_keyed_of, prefix.block_size) if prefix else ({}, 1)
         for r, n in scheduled:
-            r.num_computed_tokens += n
-            if prefix is not None:
+            r.num_computed_tokens += n  # on_computed only with a full block not keyed yet:
+            if prefix is not None and r.num_computed_tokens // bs > keyed.get(r.spec.request_id, 0):
                 prefix.on_computed(r)
             if r.num_computed_tokens < len(r.spec.prompt_ids) + len(r.output_ids):
                 continue  # a prefill chunk that does not reach the end samples nothing

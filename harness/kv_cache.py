@@ -180,6 +180,7 @@ class KVCacheManager:
         self.block_tables: dict[str, list[int]] = {}  # request id -> GPU block ids, in order
         self.cpu_block_tables: dict[str, list[int]] = {}  # request id -> CPU block ids
         self._num_keyed: dict[str, int] = {}  # request id -> leading table blocks given keys
+        self.num_keyed_of = self._num_keyed  # read-only to others (the engine's fast check)
         self._num_table_blocks = 0  # sum of the GPU tables' lengths (a shared block per holder)
 
     # -- sizes ---------------------------------------------------------------------------
