@@ -66,8 +66,7 @@ class Engine:
         self.waiting: dict[str, Request] = {}  # arrival order, recompute victims in front
         self.running: dict[str, Request] = {}  # admission order
         self.swapped: dict[str, Request] = {}  # swap-out order
-        self.num_steps = 0
-        self.num_done = 0  # finished + rejected + aborted
+        self.num_steps, self.num_done = 0, 0  # num_done: finished + rejected + aborted
         # Pipelining pays only where the device runs while the host prepares the next step; on a
         # synchronous executor (cpu) it would only delay every token's stamp by one step.
         self.pipelined = pipelined and bool(getattr(executor, "overlaps_host", False))
@@ -159,8 +158,7 @@ class Engine:
                 r.status, r.finish_s = RequestStatus.FINISHED, end_s
                 self.num_done += 1
             self._record(f, end_s)
-            self._last_end_s = end_s
-            self.num_steps += 1
+            self._last_end_s, self.num_steps = end_s, self.num_steps + 1
 
     def _view(self, now_s: float):
         return build_view(self, now_s)  # harness/prefix_cache.py
@@ -180,9 +178,11 @@ class Engine:
         for r, _ in moved:
             r.status, self.running[r.request_id] = RequestStatus.RUNNING, r
         applied.num_swapped_in_blocks = self._copy_blocks(moved, applied, swap_in=True)
+        tables, bs = self.kv.block_tables, self.kv.block_size
         for rid, n in d.num_scheduled_tokens.items():
             r = self.requests[rid]
-            self.kv.allocate(rid, r.num_computed_tokens + n)
+            if len(tables.get(rid, ())) * bs < r.num_computed_tokens + n:  # else: blocks held
+                self.kv.allocate(rid, r.num_computed_tokens + n)
             if r.status is RequestStatus.WAITING:
                 del self.waiting[rid]
                 r.status = RequestStatus.RUNNING
