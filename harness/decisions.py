@@ -56,7 +56,7 @@ def check_decision(
     for rid in d.swap_in:
         if rid not in swapped:
             raise fail("swap_in", f"{rid!r} is not swapped")
-    if any(p.num_tokens < 1 or p.context_len < p.num_tokens for p in d.padding):
+    if d.padding and any(p.num_tokens < 1 or p.context_len < p.num_tokens for p in d.padding):
         raise fail("padding", "each row needs 1 <= num_tokens <= context_len")
     if view.max_model_len and any(p.context_len > view.max_model_len for p in d.padding):
         raise fail("padding", f"context_len > max_model_len={view.max_model_len}")
@@ -66,7 +66,7 @@ def check_decision(
     over = _over_prefill_budget(view, d, running, waiting, swapped, bounded_by_token_budget)
     if over:
         raise fail("budget.max_num_prefill_tokens", over)
-    need = sum(swapped[rid].num_blocks for rid in d.swap_in)
+    need = sum(swapped[rid].num_blocks for rid in d.swap_in) if d.swap_in else 0
     admitted, bs = 0, view.block_size
     for rid, n in d.num_scheduled_tokens.items():
         r = running.get(rid)
@@ -74,16 +74,18 @@ def check_decision(
             r = waiting.get(rid) or (swapped.get(rid) if rid in d.swap_in else None)
             if r is None:
                 raise fail("request state", f"{rid!r} cannot be scheduled (not live)")
-        admitted += rid in waiting
+            admitted += rid in waiting  # (a running request is in no other queue)
         computed = r.num_computed_tokens
         if not 1 <= n <= r.num_tokens - computed:
             raise fail("token count", f"{rid!r} given {n} tokens, has {r.num_uncomputed_tokens}"
                        " to compute")  # fmt: skip
-        need += max(0, -(-(computed + n) // bs) - r.num_blocks)  # view.num_new_blocks(r, n)
+        extra = -(-(computed + n) // bs) - r.num_blocks  # view.num_new_blocks(r, n)
+        if extra > 0:
+            need += extra
     num_seqs = len(running) - len(d.preempt) + len(d.swap_in) + admitted
     if num_seqs > view.max_num_seqs:
         raise fail("budget.max_num_seqs", f"{num_seqs} running > {view.max_num_seqs}")
-    freed = sum(running[rid].num_blocks for rid in d.preempt)
+    freed = sum(running[rid].num_blocks for rid in d.preempt) if d.preempt else 0
     if need > view.num_free_blocks + freed:
         raise fail("KV blocks", f"needs {need} GPU blocks, {view.num_free_blocks} free + "
                    f"{freed} freed")  # fmt: skip
