@@ -92,6 +92,21 @@ def make_engine(
     return Engine(policy, runner, kv, limits, clock, Recorder(), pipelined=pipelined)
 
 
+def serve_checking_invariants(engine: Engine, specs) -> None:
+    """Replay `specs` on the engine's clock, checking the KV invariants after every step."""
+    from harness.serve import serve
+
+    step = engine.step
+
+    def checked_step() -> bool:
+        progressed = step()
+        engine.kv.check_invariants()
+        return progressed
+
+    engine.step = checked_step
+    serve(engine, specs, engine.clock, progress=False)
+
+
 def run_to_completion(engine: Engine, specs, max_steps: int = 10_000) -> None:
     """Add every spec at once and step until all are done (no wall clock involved)."""
     for s in specs:

@@ -25,10 +25,9 @@ from harness.metrics import Recorder, requests_frame
 from harness.models.loader import build_model
 from harness.report_table import format_summary
 from harness.request import RequestSpec
-from harness.serve import serve
 from policies.base import Decision, SchedulerView
 from policies.fcfs import FcfsPolicy
-from tests.conftest import CONF_DIR, ManualClock
+from tests.conftest import CONF_DIR, ManualClock, serve_checking_invariants
 from tests.harness.test_hf_oracle import _hf_greedy, _save_random_checkpoint
 
 NEW_REQUEST_COLUMNS = ["num_cached_tokens"]
@@ -86,15 +85,7 @@ def test_shared_prefixes_match_hf_generate(caching, preemption, tmp_path):
     model = build_model("tiny", str(tmp_path), torch.device("cpu"), torch.float32)
     specs = _shared_prefix_specs()
     engine = _engine(PreemptEach(preemption), model, caching)
-    step = engine.step
-
-    def checked_step() -> bool:
-        progressed = step()
-        engine.kv.check_invariants()
-        return progressed
-
-    engine.step = checked_step
-    serve(engine, specs, engine.clock, progress=False)
+    serve_checking_invariants(engine, specs)
     for spec in specs:
         got = engine.requests[spec.request_id].output_ids
         assert got == _hf_greedy(hf, spec.prompt_ids, spec.max_output_tokens), spec.request_id

@@ -9,9 +9,14 @@ import pandas as pd
 import pytest
 
 from harness.models.config import preset_args
-from harness.serve import serve
 from policies.base import RequestView, SchedulerView
-from tests.conftest import ManualClock, make_engine, make_model, make_specs
+from tests.conftest import (
+    ManualClock,
+    make_engine,
+    make_model,
+    make_specs,
+    serve_checking_invariants,
+)
 
 BLOCK_SIZE = 16
 
@@ -101,15 +106,7 @@ def serve_scenario(policy, specs, block_size: int = BLOCK_SIZE, **engine_kw):
     engine = make_engine(
         policy, model=tiny_model(), block_size=block_size, clock=ManualClock(1e-3), **engine_kw
     )
-    step = engine.step
-
-    def checked_step() -> bool:
-        progressed = step()
-        engine.kv.check_invariants()
-        return progressed
-
-    engine.step = checked_step
-    serve(engine, specs, engine.clock, progress=False)
+    serve_checking_invariants(engine, specs)
     requests = requests_frame(engine.requests.values()).set_index("request_id")
     return engine, requests, pd.DataFrame(engine.recorder.steps)
 
