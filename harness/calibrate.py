@@ -19,6 +19,12 @@ step's time without its swaps (`duration_s - swap_time_s`: what the step added t
 clock, the host work a run exposes included) and swaps to `fixed + per_block * blocks` per
 direction. The fit's error is reported in-sample and on held-out cells (every fourth cell,
 fitted without them).
+
+Each point also holds the host's own time around its launch (`host_before_s`: preparing the
+step, its swaps left out; `host_after_s`: launching it, booking it, reading back the previous
+step's tokens, from one launch to the next less the waits for tokens), fitted over
+`harness.sim_model.HOST_FEATURES`: the simulator uses it for a pipelined profile, where the host
+and the device work side by side and the slower sets the pace.
 """
 
 from __future__ import annotations
@@ -36,7 +42,15 @@ from pathlib import Path
 import numpy as np
 
 from harness.config import CONFIG_ERRORS, ConfigError, check_config, compose, validate
-from harness.sim_model import FEATURES, PROFILE_FORMAT, features, fit_relative, mape
+from harness.sim_model import (
+    FEATURES,
+    HOST_FEATURES,
+    PROFILE_FORMAT,
+    features,
+    fit_relative,
+    host_features,
+    mape,
+)
 from policies.base import Decision, Policy, Preemption, SchedulerView
 
 # The grid. Sizes beyond the budget, max_num_seqs, max_model_len or the KV cache are dropped.
@@ -48,7 +62,7 @@ FULL = dict(
     swap_blocks=(1, 4, 16, 64, 256, 1024),
     max_cell_tokens=2**18,  # a decode cell's B x L (its prefill is most of the grid's time)
     decode_steps=3,
-    mixed_steps=3,
+    mixed_steps=6,  # mixed steps run eagerly, host-bound when small: they need the points
     repeats=1,
 )
 QUICK = dict(
@@ -265,17 +279,55 @@ class CalibrationPolicy(Policy):
 
 
 class RecordingExecutor:
-    """The executor, keeping each launched batch (for its features once the run is done)."""
+    """The executor, keeping each launched batch (for its features once the run is done), when
+    each launch began and how long the host waited for each step's tokens (host clock)."""
 
     def __init__(self, executor) -> None:
         self._executor, self.batches = executor, []
+        self.launch_s: list[float] = []
+        self.waits: list[tuple[float, float]] = []  # (when a result() call began, its wait)
 
     def __getattr__(self, name):
         return getattr(self._executor, name)
 
     def launch(self, batch, feed_from=None):
         self.batches.append(batch)
-        return self._executor.launch(batch, feed_from)
+        self.launch_s.append(time.perf_counter())
+        inner = feed_from._handle if isinstance(feed_from, _TimedHandle) else feed_from
+        return _TimedHandle(self._executor.launch(batch, inner), self.waits)
+
+    def host_after_launch(self, host_before: list[float]) -> list[float | None]:
+        """Per step j, the host's seconds from its launch to the next step's preparation, less
+        the waits for tokens: launching it, booking it, reading back and stamping the previous
+        step (`launch[j+1] - launch[j] - waits - host_before[j+1]`); None for the last step."""
+        out: list[float | None] = []
+        waits = sorted(self.waits)
+        k = 0
+        for j in range(len(self.launch_s) - 1):
+            a, b = self.launch_s[j], self.launch_s[j + 1]
+            waited = 0.0
+            while k < len(waits) and waits[k][0] < b:
+                if waits[k][0] >= a:
+                    waited += waits[k][1]
+                k += 1
+            out.append(b - a - waited - host_before[j + 1])
+        return out + [None]
+
+
+class _TimedHandle:
+    """A launched step's handle that times the host's wait in `result()`."""
+
+    def __init__(self, handle, waits: list) -> None:
+        self._handle, self._waits = handle, waits
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def result(self):
+        t0 = time.perf_counter()
+        out = self._handle.result()
+        self._waits.append((t0, time.perf_counter() - t0))
+        return out
 
 
 # -- measure, fit, write ---------------------------------------------------------------------
@@ -358,8 +410,13 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     runner = getattr(executor, "runner", None)
     if getattr(runner, "graphs", None) is not None:
         buckets = list(runner.graphs.sizes)
+    # the host's own work before a launch (its swaps are modelled apart) and after it
+    before = [rec.host_time_s - rec.swap_time_s for rec in recorder.steps]
+    after = recording.host_after_launch(before)
     points = []
-    for s, rec, batch in zip(plan.steps, recorder.steps, recording.batches, strict=True):
+    for j, (s, rec, batch) in enumerate(
+        zip(plan.steps, recorder.steps, recording.batches, strict=True)
+    ):
         if s.cell < 0:
             continue
         points.append({
@@ -367,6 +424,9 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
             "duration_s": rec.duration_s, "device_time_s": rec.device_time_s,
             "swap_time_s": rec.swap_time_s, "swap_out_blocks": rec.num_swapped_out_blocks,
             "swap_in_blocks": rec.num_swapped_in_blocks,
+            **{f"host_{k}": v for k, v in zip(HOST_FEATURES, host_features(batch, buckets),
+                                              strict=True)},
+            "host_before_s": before[j], "host_after_s": after[j],
         })  # fmt: skip
     settings = {
         "executor": cfg.engine.executor._target_, "kind": cfg.engine.kind,
@@ -427,7 +487,34 @@ def fit_profile(points: list[dict], pipelined: bool = False) -> dict:
             "num_outliers": fit.num_outliers, "held_out": "cells with index % 4 == 3",
         }  # fmt: skip
     out["swap_model"] = _fit_swaps([p for p, s in zip(points, swaps, strict=True) if s])
+    if points and "host_before_s" in points[0]:
+        out["host_model"] = _fit_host(points, cells)
     return out
+
+
+def _fit_host(points: list[dict], cells: np.ndarray) -> dict:
+    """The host's seconds before and after each launch, over HOST_FEATURES (sim_model); used by
+    the simulator only for a pipelined profile (without pipelining the step model's target, the
+    step's duration, holds the host's work already)."""
+    h = np.array([[p[f"host_{f}"] for f in HOST_FEATURES] for p in points], dtype=np.float64)
+    model = {"features": list(HOST_FEATURES)}
+    for key in ("before", "after"):
+        y = np.array([p[f"host_{key}_s"] if p[f"host_{key}_s"] is not None else np.nan
+                      for p in points], dtype=float)  # fmt: skip
+        ok = np.isfinite(y) & (y > 0)
+        if ok.sum() < 2 * len(HOST_FEATURES):
+            model[f"{key}_launch"] = {"coef": [0.0] * len(HOST_FEATURES), "num_points": 0}
+            continue
+        held = ok & (cells % 4 == 3)
+        held_mape = mape(h[held], y[held], fit_relative(h[ok & ~held], y[ok & ~held]).coef)
+        fit = fit_relative(h[ok], y[ok])
+        model[f"{key}_launch"] = {
+            "coef": [float(c) for c in fit.coef], "in_sample_mape": round(fit.in_sample_mape, 4),
+            "held_out_mape": round(held_mape, 4), "num_points": int(ok.sum()),
+            "num_outliers": fit.num_outliers,
+            "median_s": round(float(np.median(y[ok])), 6),
+        }  # fmt: skip
+    return model
 
 
 def _fit_swaps(points: list[dict]) -> dict:

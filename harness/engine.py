@@ -14,6 +14,7 @@ from harness.executors.base import Executor
 from harness.kv_cache import KVCacheManager
 from harness.prefix_cache import PrefixTracker, build_view
 from harness.request import Request, RequestSpec, RequestStatus
+from harness.step_cost import Timeline
 from policies.base import Decision, Policy, Preemption
 
 __all__ = ["DecisionError", "Engine", "Limits", "StallError"]
@@ -44,6 +45,7 @@ class _InFlight:
     start_s: float
     host_done_s: float
     device_time_s: float | None = None  # measured, or the step-cost model's
+    device_done_s: float = 0.0  # modelled: when the device has finished it (harness/step_cost)
 
 
 class Engine:
@@ -58,7 +60,8 @@ class Engine:
         self.limits, self.clock, self.recorder = limits, clock, recorder
         self.temperature, self.top_p = temperature, top_p
         self.admission = admission  # harness.admission.Admission, or None: admit all that fits
-        self.step_cost = step_cost  # harness/step_cost.py: time is modelled (None: measured)
+        # harness/step_cost.py: time is modelled (None: measured)
+        self.timeline = Timeline(step_cost, clock) if step_cost is not None else None
         # prefix caching: the waiting requests' cached prefixes (None: caching off)
         self.prefix = PrefixTracker(kv) if kv.enable_prefix_caching else None
         self.requests: dict[str, Request] = {}
@@ -73,7 +76,6 @@ class Engine:
         self._inflight: list[_InFlight] = []  # launched steps, oldest first
         self._last_end_s = 0.0
 
-    # -- arrivals ------------------------------------------------------------------------
     def add_request(self, spec: RequestSpec) -> Request:
         """Queue a request, or reject it at once if it can never be served."""
         if spec.request_id in self.requests:
@@ -108,10 +110,10 @@ class Engine:
         """Run one iteration. Returns False if the policy did nothing (no tokens, no swaps).
 
         Pipelined (`pipelined=True`): the step is scheduled, prepared and launched while the
-        previous one still runs on the device; decode rows whose last token is still on the
-        device take it from there (`Batch.feed`). Then the previous step's tokens are read back
-        and stamped while this one runs, so the device never waits for the host between steps.
-        This is exact because output lengths are forced: no decision depends on a token's value.
+        previous one still runs on the device; decode rows whose last token is still on the device
+        take it from there (`Batch.feed`). Then the previous step's tokens are read back and
+        stamped while this one runs, so the device never waits for the host between steps. This
+        is exact because output lengths are forced: no decision depends on a token's value.
         """
         start_s = self.clock.now()
         view = self._view(start_s)
@@ -129,27 +131,26 @@ class Engine:
         prev = self._inflight[-1] if self._inflight else None
         if prev is not None:
             batch.feed = feed_rows(batch, applied.scheduled, prev.sampled_rows)
-        host_done_s = self.clock.now()
+        host_done_s = self.timeline.prepare(batch) if self.timeline else self.clock.now()
         handle = self.executor.launch(batch, prev.handle if prev is not None else None)
-        sampled_rows, finishing = self._advance(applied.scheduled)
-        self._inflight.append(
-            _InFlight(handle, batch, sampled_rows, finishing, applied, start_s, host_done_s)
-        )
+        rows = self._advance(applied.scheduled)
+        f = _InFlight(handle, batch, *rows, applied, start_s, host_done_s)
+        if self.timeline is not None:
+            f.device_done_s, f.device_time_s = self.timeline.launch(batch)
+        self._inflight.append(f)
         self.flush(keep=1 if self.pipelined else 0)  # earlier steps' tokens, while this one runs
         return True
 
     def flush(self, keep: int = 0) -> None:
-        """Wait for the steps in flight, oldest first, until `keep` remain: stamp their tokens
-        and record them."""
+        """Wait for the steps in flight, oldest first, until `keep` remain; stamp, record them."""
         while len(self._inflight) > keep:
             f = self._inflight[0]
             sampled = f.handle.result()  # may raise (a device fault): the step stays in flight
             self._inflight.pop(0)
-            if self.step_cost is not None:
-                f.device_time_s = self.step_cost.step_time(f.batch)
-                self.clock.advance(f.device_time_s)
-            else:
+            if self.timeline is None:
                 f.device_time_s = getattr(f.handle, "device_time_s", None)
+            else:  # modelled: the host waits until the device has finished the step
+                self.clock.wait_until(f.device_done_s)
             end_s = self.clock.now()
             for (r, index), token in zip(f.sampled_rows, sampled.tolist(), strict=True):
                 r.output_ids[index] = token
@@ -163,7 +164,6 @@ class Engine:
     def _view(self, now_s: float):
         return build_view(self, now_s)  # harness/prefix_cache.py
 
-    # -- apply ---------------------------------------------------------------------------
     def _apply(self, d: Decision) -> _Applied:
         """Preempt, swap in, then allocate blocks for and admit what `d` schedules (checked)."""
         applied, num_evictions = _Applied(scheduled=[]), self.kv.gpu.num_evictions
@@ -226,8 +226,8 @@ class Engine:
             return 0
         t0 = self.clock.now()
         (self.executor.swap_in if swap_in else self.executor.swap_out)(pairs)
-        if self.step_cost is not None:
-            self.clock.advance(self.step_cost.swap_time(len(pairs), swap_in))
+        if self.timeline is not None:
+            self.timeline.swap(len(pairs), swap_in)
         elapsed = self.clock.now() - t0
         applied.swap_time_s += elapsed
         for r, request_pairs in moved:

@@ -18,6 +18,19 @@ Step time = c . x(batch), x =
   prefill_sampled  non-decode rows whose next token is sampled (LM head + sampling)
   mixed_decode     decode rows of a step that also has prefill rows (they take the eager,
                    mixed attention path, not the decode-only one)
+
+A pipelined profile (measured with `engine.async_scheduling`, as on cuda) also models the host:
+the engine's work before a launch (scheduling, building the batch) and after it (launching the
+kernels, booking the step, reading back and stamping the previous step's tokens), each
+c . h(batch) over HOST_FEATURES:
+  step   1
+  eager  1 unless the step replays a CUDA graph (an eager pass launches every kernel itself)
+  rows   the step's sequences (per-row host work: the batch, the view, the tokens)
+  tokens the step's query tokens (arrays staged per token)
+On the simulator's timeline (harness/step_cost.py `Timeline`) the device runs a step once the
+previous one is done and the host has prepared it; the host launches step n+1 before it waits
+for step n's tokens. So a step whose host work outlasts the device's sets the pace, as on the
+GPU, and a request that arrives while a step runs joins the step after the next.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from harness.config import ConfigError
 
 FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "decode_rows",
             "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode")  # fmt: skip
+HOST_FEATURES = ("step", "eager", "rows", "tokens")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILE_FORMAT = 1
 
@@ -75,6 +89,12 @@ def features(batch, buckets: list[int] | None = None) -> list[float]:
     dec = float(bucket_of(buckets, d)) if d and uses_graph(batch, buckets) else float(d)
     return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
             float(d) if rows else 0.0]  # fmt: skip
+
+
+def host_features(batch, buckets: list[int] | None = None) -> list[float]:
+    """h(batch) in the order of HOST_FEATURES."""
+    eager = not (buckets and uses_graph(batch, buckets))
+    return [1.0, float(eager), float(len(batch.seq_lens)), float(batch.num_tokens)]
 
 
 def nnls(a: np.ndarray, b: np.ndarray, max_iter: int = 200) -> np.ndarray:
@@ -177,6 +197,16 @@ class ProfileStepCost:
                               f" are not this version's {list(FEATURES)}")  # fmt: skip
         self.coef = [float(c) for c in model["coef"]]
         self.buckets = buckets
+        host = profile.get("host_model")
+        if host and profile["settings"].get("async_scheduling"):
+            if tuple(host["features"]) != HOST_FEATURES:
+                raise ConfigError(f"engine.profile={profile.get('name')}: host features "
+                                  f"{host['features']} are not this version's "
+                                  f"{list(HOST_FEATURES)}")  # fmt: skip
+            self._host = ([float(c) for c in host["before_launch"]["coef"]],
+                          [float(c) for c in host["after_launch"]["coef"]])  # fmt: skip
+        else:
+            self.host_time = None  # the step model's time is the whole step (not pipelined)
         swaps = profile["swap_model"]
         # a block of another size moves proportionally many bytes
         scale = block_size / profile["kv_capacity"]["block_size"]
@@ -190,6 +220,13 @@ class ProfileStepCost:
         c = self.coef
         return (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
                 + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9])  # fmt: skip
+
+    def host_time(self, batch) -> tuple[float, float]:
+        """The host's seconds before the launch of `batch` and after it (see the module)."""
+        h = host_features(batch, self.buckets)
+        before, after = self._host
+        return (before[0] + before[1] * h[1] + before[2] * h[2] + before[3] * h[3],
+                after[0] + after[1] * h[1] + after[2] * h[2] + after[3] * h[3])  # fmt: skip
 
     def swap_time(self, num_blocks: int, swap_in: bool = False) -> float:
         fixed, per_block = self._swap[bool(swap_in)]

@@ -44,7 +44,9 @@ class _Done:
 class SimExecutor:
     """Runs nothing: each batch's duration comes from `profile`'s fitted step-time model."""
 
-    overlaps_host = False  # nothing runs beside the host; the modelled time is the whole step
+    # A profile measured with pipelining (engine.async_scheduling on cuda) is simulated with it:
+    # the engine launches step n+1 before it reads step n's tokens (harness/step_cost.Timeline).
+    overlaps_host = False
 
     def __init__(self, engine: DictConfig, model: DictConfig, profile: str | None = None) -> None:
         if not profile:
@@ -72,6 +74,7 @@ class SimExecutor:
             raise ConfigError(f"engine.dtype={dtype}: engine.profile={profile} was measured in "
                               f"{self.profile['dtype']}")  # fmt: skip
         self.dtype_name = self.profile["dtype"]
+        self.overlaps_host = bool(self.profile["settings"].get("async_scheduling"))
         self.max_model_len = resolve_max_model_len(engine.max_model_len, self.args)
         self.step_cost: ProfileStepCost | None = None
 

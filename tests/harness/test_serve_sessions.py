@@ -77,17 +77,26 @@ def test_a_rejected_turn_ends_its_session_and_the_run_ends(compose_cfg, served):
 
 
 class StopAfter(VirtualClock):
-    """A virtual clock that interrupts the run (as Ctrl-C) after `n` steps."""
+    """A virtual clock that interrupts the run (as Ctrl-C) the `n`-th time it moves (a step's
+    modelled time or a wait for an arrival)."""
 
     def __init__(self, n: int) -> None:
         super().__init__()
         self.n = n
 
-    def advance(self, seconds: float) -> None:
-        super().advance(seconds)
+    def _moved(self) -> None:
         self.n -= 1
         if self.n == 0:
             raise KeyboardInterrupt
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        self._moved()
+
+    def wait_until(self, t: float) -> None:
+        if t > self.t:
+            super().wait_until(t)
+            self._moved()
 
 
 def test_an_interrupted_run_accounts_for_turns_not_yet_released(compose_cfg, served):
