@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # --- the cases: (name, overrides). Loads are set from the H200 llama3_8b profile's capacity
@@ -103,10 +105,15 @@ def run_cases(args) -> int:
     model = None
     chosen = cases()
     names = args.cases or list(chosen)
+    recorded: dict = {}
     for name in names:
         cfg = compose([*COMMON, *engine, *chosen[name]])
         cfg = _without_hydra(cfg)
         executor = build_executor(cfg)
+        if args.record_steps:
+            from harness.calibrate import RecordingExecutor
+
+            executor = RecordingExecutor(executor)
         if args.engine != "sim" and model is None:  # one model for every real case
             from harness.models.loader import build_model
 
@@ -115,6 +122,9 @@ def run_cases(args) -> int:
         t0 = time.perf_counter()
         result = run(cfg, None, model=model, executor=executor)
         wall = time.perf_counter() - t0
+        if args.record_steps:
+            _record_steps(recorded, name, executor, result.steps)
+            np.savez_compressed(args.record_steps, **recorded)  # rewritten after every case
         record = {"case": name, "overrides": chosen[name], "engine": engine, "wall_s": wall,
                   "summary": result.summary, "resolved": result.resolved}  # fmt: skip
         (out / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
@@ -124,6 +134,26 @@ def run_cases(args) -> int:
               f"{s['output_throughput_tok_s']:.0f} out tok/s, P99 TTFT {s['ttft_s']['p99']}, "
               f"wall {wall:.1f} s", flush=True)  # fmt: skip
     return 0
+
+
+def _record_steps(recorded: dict, name: str, executor, steps) -> None:
+    """Each step of a real run: its batch's step and host features (harness.sim_model), its
+    measured device time and the host's time before and after its launch, as the calibration
+    measures them; for diagnosis (what the profile predicts for the steps a run really took)."""
+    from harness.sim_model import features, host_features
+
+    runner = getattr(executor._executor, "runner", None)
+    graphs = getattr(runner, "graphs", None)
+    buckets = list(graphs.sizes) if graphs is not None else None
+    before = (steps["host_time_s"] - steps["swap_time_s"]).to_numpy(float).tolist()
+    after = executor.host_after_launch(before)
+    batches = executor.batches
+    recorded[f"{name}/x"] = np.array([features(b, buckets) for b in batches])
+    recorded[f"{name}/h"] = np.array([host_features(b, buckets) for b in batches])
+    recorded[f"{name}/device_time_s"] = steps["device_time_s"].to_numpy(float)
+    recorded[f"{name}/duration_s"] = steps["duration_s"].to_numpy(float)
+    recorded[f"{name}/host_before_s"] = np.array(before)
+    recorded[f"{name}/host_after_s"] = np.array([np.nan if a is None else a for a in after])
 
 
 def _append_brief(path: Path, record: dict) -> None:
@@ -230,6 +260,8 @@ def main(argv=None) -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--cases", nargs="*")
     r.add_argument("--override", nargs="*", help="extra Hydra overrides for every case")
+    r.add_argument("--record-steps", help="an .npz file: every step's features and measured "
+                   "times, per case (diagnosis)")  # fmt: skip
     c = sub.add_parser("compare")
     c.add_argument("real")
     c.add_argument("sim")

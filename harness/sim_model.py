@@ -25,6 +25,7 @@ kernels, booking the step, reading back and stamping the previous step's tokens)
 c . h(batch) over HOST_FEATURES:
   step   1
   eager  1 unless the step replays a CUDA graph (an eager pass launches every kernel itself)
+  mixed  1 if it has decode rows and prefill rows (both attention paths are launched per layer)
   rows   the step's sequences (per-row host work: the batch, the view, the tokens)
   tokens the step's query tokens (arrays staged per token)
 On the simulator's timeline (harness/step_cost.py `Timeline`) the device runs a step once the
@@ -45,7 +46,7 @@ from harness.config import ConfigError
 
 FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "decode_rows",
             "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode")  # fmt: skip
-HOST_FEATURES = ("step", "eager", "rows", "tokens")
+HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILE_FORMAT = 1
 
@@ -94,7 +95,8 @@ def features(batch, buckets: list[int] | None = None) -> list[float]:
 def host_features(batch, buckets: list[int] | None = None) -> list[float]:
     """h(batch) in the order of HOST_FEATURES."""
     eager = not (buckets and uses_graph(batch, buckets))
-    return [1.0, float(eager), float(len(batch.seq_lens)), float(batch.num_tokens)]
+    rows, d = len(batch.seq_lens), batch.num_decode_seqs
+    return [1.0, float(eager), float(0 < d < rows), float(rows), float(batch.num_tokens)]
 
 
 def nnls(a: np.ndarray, b: np.ndarray, max_iter: int = 200) -> np.ndarray:
@@ -225,8 +227,10 @@ class ProfileStepCost:
         """The host's seconds before the launch of `batch` and after it (see the module)."""
         h = host_features(batch, self.buckets)
         before, after = self._host
-        return (before[0] + before[1] * h[1] + before[2] * h[2] + before[3] * h[3],
-                after[0] + after[1] * h[1] + after[2] * h[2] + after[3] * h[3])  # fmt: skip
+        return (before[0] + before[1] * h[1] + before[2] * h[2] + before[3] * h[3]
+                + before[4] * h[4],
+                after[0] + after[1] * h[1] + after[2] * h[2] + after[3] * h[3]
+                + after[4] * h[4])  # fmt: skip
 
     def swap_time(self, num_blocks: int, swap_in: bool = False) -> float:
         fixed, per_block = self._swap[bool(swap_in)]
