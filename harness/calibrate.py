@@ -47,6 +47,7 @@ from harness.sim_model import (
     HOST_FEATURES,
     PROFILE_FORMAT,
     features,
+    fit_absolute,
     fit_relative,
     host_features,
     mape,
@@ -506,13 +507,13 @@ def _fit_host(points: list[dict], cells: np.ndarray) -> dict:
             model[f"{key}_launch"] = {"coef": [0.0] * len(HOST_FEATURES), "num_points": 0}
             continue
         held = ok & (cells % 4 == 3)
-        held_mape = mape(h[held], y[held], fit_relative(h[ok & ~held], y[ok & ~held]).coef)
-        fit = fit_relative(h[ok], y[ok])
+        held_mape = mape(h[held], y[held], fit_absolute(h[ok & ~held], y[ok & ~held]).coef)
+        fit = fit_absolute(h[ok], y[ok])
         model[f"{key}_launch"] = {
             "coef": [float(c) for c in fit.coef], "in_sample_mape": round(fit.in_sample_mape, 4),
             "held_out_mape": round(held_mape, 4), "num_points": int(ok.sum()),
             "num_outliers": fit.num_outliers,
-            "median_s": round(float(np.median(y[ok])), 6),
+            "median_s": round(float(np.median(y[ok])), 6), "fit": "absolute (the mean)",
         }  # fmt: skip
     return model
 

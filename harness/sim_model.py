@@ -148,6 +148,22 @@ def fit_relative(x: np.ndarray, y: np.ndarray, outlier_factor: float = 4.0) -> F
     return Fit(coef, float(rel.mean()), int(inliers.sum()), int(keep.sum() - inliers.sum()))
 
 
+def fit_absolute(x: np.ndarray, y: np.ndarray, outlier_factor: float = 8.0) -> Fit:
+    """Non-negative coefficients minimising the squared *absolute* error, then once more without
+    the points whose residual exceeds `outlier_factor` times the median one. For the host's
+    time around a launch: its spread is noise (garbage collection, the launch queue), not the
+    step's shape, and what adds up along a run is its mean, which this fit keeps (a relative
+    fit leans to the short end of a skewed spread)."""
+    keep = np.isfinite(y) & (y > 0)
+    coef = nnls(x[keep], y[keep])
+    res = np.abs(x @ coef - y)
+    inliers = keep & (res <= outlier_factor * float(np.median(res[keep])))
+    if inliers.sum() >= x.shape[1]:
+        coef = nnls(x[inliers], y[inliers])
+    rel = np.abs(x[inliers] @ coef - y[inliers]) / y[inliers]
+    return Fit(coef, float(rel.mean()), int(inliers.sum()), int(keep.sum() - inliers.sum()))
+
+
 def _weighted(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     a = x / y[:, None]
     scale = np.abs(a).max(axis=0)
