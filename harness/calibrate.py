@@ -57,7 +57,8 @@ from policies.base import Decision, Policy, Preemption, SchedulerView
 # The grid. Sizes beyond the budget, max_num_seqs, max_model_len or the KV cache are dropped.
 FULL = dict(
     decode_batches=(1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
-    contexts=(16, 64, 256, 1024, 2048, 4096, 8192, 16384),
+    # long contexts: one long decode row sets the split-KV kernel's time (decode_max_ctx)
+    contexts=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
     chunks=(16, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
     prefill_contexts=(0, 512, 2048, 8192),
     swap_blocks=(1, 4, 16, 64, 256, 1024),
@@ -568,12 +569,18 @@ def _device_name(executor) -> str:
 
 
 def _git_commit() -> str | None:
+    """The commit of the checkout this code runs from; None when it is not one (a copy such as
+    a `git archive` unpacked inside another repository would otherwise name that one's)."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)  # fmt: skip
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, cwd=here, timeout=10)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
+    lines = out.stdout.split()
+    if out.returncode or len(lines) != 2 or Path(lines[0]).resolve() != here.parent:
+        return None
+    return lines[1]
 
 
 def calibrate(overrides: list[str], quick: bool = False, name: str | None = None,
@@ -617,13 +624,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=("wall", "process"), default="wall",
                         help="wall (default): the serving clock of a run; process: this "
                         "process's CPU time, for a cpu executor on a shared host")  # fmt: skip
+    parser.add_argument("--refit", nargs="+", metavar="PROFILE",
+                        help="measure nothing: fit the points of these profiles (one model, one "
+                        "device) again, with this version's features (harness/refit.py)")  # fmt: skip
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
         parser.error(f"unknown option {bad[0]}")
+    if args.refit and overrides:
+        parser.error("--refit takes no overrides: it fits measured points again")
     out = Path(args.out)
     try:
-        profile = calibrate(overrides, args.quick, args.name or out.stem, args.clock)
+        if args.refit:
+            from harness.refit import refit
+
+            profile = refit(args.refit, args.name or out.stem)
+        else:
+            profile = calibrate(overrides, args.quick, args.name or out.stem, args.clock)
     except CONFIG_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,10 @@ Step time = c . x(batch), x =
   prefill_sampled  non-decode rows whose next token is sampled (LM head + sampling)
   mixed_decode     decode rows of a step that also has prefill rows (they take the eager,
                    mixed attention path, not the decode-only one)
+  decode_max_ctx   the longest decode row's context: the split-KV decode kernel's programs of
+                   one row read its context in turn, so a long row sets the kernel's time when
+                   the total does not (measured on the H200: 8 rows over 91k tokens, one of them
+                   long, 17 ms against 7 ms for 8 rows of 11k each)
 
 A pipelined profile (measured with `engine.async_scheduling`, as on cuda) also models the host:
 the engine's work before a launch (scheduling, building the batch) and after it (launching the
@@ -45,7 +49,8 @@ import numpy as np
 from harness.config import ConfigError
 
 FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "decode_rows",
-            "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode")  # fmt: skip
+            "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode",
+            "decode_max_ctx")  # fmt: skip
 HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILE_FORMAT = 1
@@ -77,6 +82,7 @@ def features(batch, buckets: list[int] | None = None) -> list[float]:
     seq_lens = batch.seq_lens
     num_seqs = len(seq_lens)
     decode_ctx = float(seq_lens[:d].sum()) if d else 0.0
+    decode_max_ctx = float(seq_lens[:d].max()) if d else 0.0
     rows = num_seqs - d
     if rows:
         qsl = batch.query_start_loc
@@ -89,7 +95,7 @@ def features(batch, buckets: list[int] | None = None) -> list[float]:
         attn = qk = pf_tokens = sampled = 0.0
     dec = float(bucket_of(buckets, d)) if d and uses_graph(batch, buckets) else float(d)
     return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
-            float(d) if rows else 0.0]  # fmt: skip
+            float(d) if rows else 0.0, decode_max_ctx]  # fmt: skip
 
 
 def host_features(batch, buckets: list[int] | None = None) -> list[float]:
@@ -210,10 +216,13 @@ class ProfileStepCost:
 
     def __init__(self, profile: dict, buckets: list[int] | None = None, block_size: int = 16):
         model = profile["step_model"]
-        if tuple(model["features"]) != FEATURES:
+        known = tuple(model["features"])
+        if known != FEATURES[: len(known)]:
             raise ConfigError(f"engine.profile={profile.get('name')}: features {model['features']}"
                               f" are not this version's {list(FEATURES)}")  # fmt: skip
-        self.coef = [float(c) for c in model["coef"]]
+        # a profile fitted before a feature existed does not use it (coefficient 0); refit it
+        # (python -m harness.calibrate --refit) to use it
+        self.coef = [float(c) for c in model["coef"]] + [0.0] * (len(FEATURES) - len(known))
         self.buckets = buckets
         host = profile.get("host_model")
         if host and profile["settings"].get("async_scheduling"):
@@ -237,7 +246,8 @@ class ProfileStepCost:
         x = features(batch, self.buckets)
         c = self.coef
         return (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
-                + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9])  # fmt: skip
+                + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9]
+                + c[10] * x[10])  # fmt: skip
 
     def host_time(self, batch) -> tuple[float, float]:
         """The host's seconds before the launch of `batch` and after it (see the module)."""

@@ -73,7 +73,7 @@ def test_the_slower_of_host_and_device_sets_the_pace(compose_cfg, tmp_path, host
     t = _times(compose_cfg, _profile(tmp_path, True, host_after * D, 0.25 * D), specs)["A"]
     period = max(1.0, host_after + 0.25)
     steady = t[1:-1]
-    gaps = [b - a for a, b in zip(steady, steady[1:])]
+    gaps = [b - a for a, b in zip(steady, steady[1:], strict=False)]
     assert len(gaps) == 5 and gaps == pytest.approx([period] * len(gaps)), t
 
 

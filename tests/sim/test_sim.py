@@ -121,3 +121,42 @@ def test_a_missing_profile_is_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "not a packaged profile (cpu_tiny" in proc.stderr
+
+
+def test_refit_derives_a_missing_feature_and_merges_calibrations(profile_file, tmp_path):
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    cols = p["points"]["columns"]
+    drop = cols.index("decode_max_ctx")
+    old = dict(p, points={"columns": cols[:drop] + cols[drop + 1 :],
+                          "rows": [r[:drop] + r[drop + 1 :] for r in p["points"]["rows"]]})  # fmt: skip
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    one = refit([str(path)], "one")
+    assert one["refit"]["derived_features"] == ["decode_max_ctx"]
+    assert len(one["step_model"]["coef"]) == len(p["step_model"]["coef"])
+    # the rows of a decode cell share one context: there the derived feature is the measured
+    # one (a swap cell's two rows do not: the refit's docstring says so)
+    rows, c = one["points"]["rows"], one["points"]["columns"]
+    i, cell, out = c.index("decode_max_ctx"), c.index("cell"), c.index("swap_out_blocks")
+    swap_cells = {r[cell] for r in rows if r[out] > 0}
+    pairs = [(r[i], m[drop]) for r, m in zip(rows, p["points"]["rows"], strict=True)
+             if r[cell] not in swap_cells]  # fmt: skip
+    assert len(pairs) > 30 and all(a == b for a, b in pairs)
+    two = refit([str(profile_file), str(path)], "two")
+    assert two["step_model"]["num_points"] == 2 * len(rows)
+    cells = [r[0] for r in two["points"]["rows"]]
+    assert len(two["points"]["rows"]) == 2 * len(rows) and len(set(cells)) == 2 * len(set(
+        r[0] for r in rows))  # fmt: skip
+
+
+def test_refit_refuses_profiles_of_two_models(profile_file, tmp_path):
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    p["model"]["args"]["num_layers"] += 1
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(p))
+    with pytest.raises(ConfigError, match="another model"):
+        refit([str(profile_file), str(other)])

@@ -66,3 +66,31 @@ def test_the_plan_stays_within_the_kv_cache_and_finishes_every_request():
     assert p.cell > 5 and not p.live  # every request finished (planner asserts the cache)
     assert all(r.max_out and r.max_out >= 1 for r in p.reqs.values())
     assert all(sum(s.tokens.values()) <= 2048 for s in p.steps)
+
+
+def test_the_longest_decode_row_and_the_hosts_step_kinds():
+    from harness.sim_model import HOST_FEATURES, host_features
+
+    f = dict(zip(FEATURES, features(_batch([10, 700, 30], [(4, 900)])), strict=True))
+    assert f["decode_max_ctx"] == 700 and f["decode_ctx"] == 740  # the prefill row's 900: no
+    buckets = [1, 2, 4, 8]
+    h = dict(zip(HOST_FEATURES, host_features(_batch([10, 20], []), buckets), strict=True))
+    assert h["eager"] == 0 and h["mixed"] == 0 and h["rows"] == 2  # a CUDA graph replay
+    h = dict(zip(HOST_FEATURES, host_features(_batch([10], [(4, 9)]), buckets), strict=True))
+    assert h["eager"] == 1 and h["mixed"] == 1 and h["tokens"] == 5
+    h = dict(zip(HOST_FEATURES, host_features(_batch([], [(4, 9)]), buckets), strict=True))
+    assert h["eager"] == 1 and h["mixed"] == 0
+
+
+def test_a_profile_fitted_before_a_feature_existed_does_not_use_it():
+    from harness.sim_model import ProfileStepCost, load_profile
+
+    profile = load_profile("cpu_tiny")
+    batch = _batch([10, 5000], [(4, 9)])
+    new = ProfileStepCost(profile)
+    old = dict(profile, step_model={**profile["step_model"],
+                                    "features": list(FEATURES[:-1]),
+                                    "coef": profile["step_model"]["coef"][:len(FEATURES) - 1]})  # fmt: skip
+    expected = sum(c * x for c, x in zip(old["step_model"]["coef"], features(batch), strict=False))
+    assert ProfileStepCost(old).step_time(batch) == expected
+    assert new.coef[: len(FEATURES) - 1] == ProfileStepCost(old).coef[: len(FEATURES) - 1]
