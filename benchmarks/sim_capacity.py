@@ -69,6 +69,10 @@ def run_search(args) -> int:
             print(json.dumps(row), flush=True)
             return ok
 
+        if args.rates:  # the same rates as another side's probes, no search
+            for rate in args.rates:
+                probe(rate)
+            continue
         cap, bracket, status = bisect_capacity(probe, args.low, args.high, args.iters, args.rel_tol)
         row = {"policy": name, "capacity_req_s": cap, "bracket": list(bracket), "status": status,
                "slo": "default"}  # fmt: skip
@@ -103,6 +107,11 @@ def compare(args) -> int:
             f"{b['bracket'][1]:.2f}) | {err:+.1%} | {len(rp[policy])} / {len(sp[policy])} |"
         )
     lines += ["", "Probes (rate req/s: real pass/miss, P99 TTFT, P99 TPOT | simulated):", ""]
+    if args.at:  # simulated probes at the real side's rates
+        sp = {}
+        for line in Path(args.at).read_text().splitlines():
+            row = json.loads(line)
+            sp.setdefault(row["policy"], []).append(row)
     for policy in rp:
         sim_by_rate = {round(p["rate"], 6): p for p in sp.get(policy, [])}
         for p in rp[policy]:
@@ -138,9 +147,13 @@ def main(argv=None) -> int:
     r.add_argument("--iters", type=int, default=8)
     r.add_argument("--rel-tol", type=float, default=0.03)
     r.add_argument("--override", nargs="*", help="extra Hydra overrides for every probe")
+    r.add_argument("--rates", nargs="*", type=float,
+                   help="probe exactly these rates instead of searching (e.g. the real side's, "
+                   "to compare the latency at each); with `compare --at` FILE")  # fmt: skip
     c = sub.add_parser("compare")
     c.add_argument("real")
     c.add_argument("sim")
+    c.add_argument("--at", help="simulated probes at the real rates (run --rates ...)")
     args = p.parse_args(argv)
     if args.cmd == "run" and not math.isfinite(args.high):
         p.error("--high must be finite")
