@@ -48,9 +48,18 @@ class Batch:
         return len(self.seq_lens)
 
 
+class Rows(list):
+    """Scheduled (request, tokens) rows, as the engine's `_apply` lists them; `num_decode`: when
+    not None, they are all decodes, this many (most steps): `decode_first` has nothing to do."""
+
+    num_decode: int | None = None
+
+
 def decode_first(scheduled: list[tuple[Request, int]]) -> tuple[list[tuple[Request, int]], int]:
     """The scheduled (request, tokens) rows with single-token decodes first (the attention
     kernels take them as one cheap group), and how many decodes there are."""
+    if type(scheduled) is Rows and scheduled.num_decode is not None:
+        return scheduled, scheduled.num_decode
     is_decode = [n == 1 and len(r.output_ids) > 0
                  and len(r.spec.prompt_ids) + len(r.output_ids) - r.num_computed_tokens == 1
                  for r, n in scheduled]  # fmt: skip
