@@ -106,8 +106,8 @@ class _DecodeRows:
             arr = self.arr = np.zeros((max(d, num_rows) * 2, max(width, arr.shape[1]) * 2),
                                       dtype=np.int32)  # fmt: skip
             held, held_lens = self.tables, self.lens = [None] * len(arr), [0] * len(arr)
-            stale = [(i, t, len(t)) for i, t in
-                     enumerate([block_tables[r.spec.request_id] for r, _ in scheduled])]  # fmt: skip
+            tables = [block_tables[r.spec.request_id] for r, _ in scheduled]
+            stale = [(i, t, len(t)) for i, t in enumerate(tables)]
         for i, t, n in stale:
             m = held_lens[i]
             if t is held[i]:  # grown (a shorter table is not expected: rewritten)

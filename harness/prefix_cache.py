@@ -117,7 +117,7 @@ def build_view(engine: Engine, now_s: float) -> SchedulerView:
                          for n in (hits[r.spec.request_id] * bs,)])  # fmt: skip
     gpu = kv.gpu
     view = _new(SchedulerView)  # SchedulerView(...) without 17 frozen-field assignments
-    view.__dict__.update(
+    view.__dict__.update(  # (every field: _check_snap)
         now_s=now_s, waiting=waiting, running=running, swapped=swapped,
         num_free_blocks=kv.num_free_blocks_unshared, num_total_blocks=gpu.num_blocks,
         num_free_cpu_blocks=kv.cpu.num_free_blocks, watermark_blocks=kv.watermark_blocks,
@@ -162,7 +162,8 @@ class _Snap:
 
 
 def _check_snap() -> None:
-    """`_Snap` must set every field of `RequestView`, no more (checked once, at import)."""
+    """`_Snap` must set every field of `RequestView`, and `build_view` every field of
+    `SchedulerView`, no more (checked once, at import)."""
     names = tuple(f.name for f in fields(RequestView))
     if RequestView.__slots__ != names or RequestView.__bases__ != (object,):
         raise TypeError("RequestView changed: update harness/prefix_cache.py's _Snap")
@@ -171,6 +172,13 @@ def _check_snap() -> None:
     want = RequestView("r", 1.5, 2, 3, 4, 7, 1, 9, 2, 6, "t", 8, "c")
     if _Snap(r, {"r": [0, 1]}, 7, 8) != want:
         raise TypeError("RequestView changed: update harness/prefix_cache.py's _Snap")
+    set_by_build_view = {"now_s", "waiting", "running", "swapped", "num_free_blocks",
+                         "num_total_blocks", "num_free_cpu_blocks", "watermark_blocks",
+                         "block_size", "max_num_batched_tokens", "max_num_seqs", "max_model_len",
+                         "starvation_threshold", "max_num_prefill_tokens",
+                         "num_evictable_blocks"}  # fmt: skip
+    if {f.name for f in fields(SchedulerView)} != set_by_build_view:
+        raise TypeError("SchedulerView changed: update harness/prefix_cache.py's build_view")
 
 
 _check_snap()
