@@ -48,9 +48,18 @@ class Batch:
         return len(self.seq_lens)
 
 
+class Rows(list):
+    """Scheduled (request, tokens) rows, as the engine's `_apply` lists them; `num_decode`: when
+    not None, they are all decodes, this many (most steps): `decode_first` has nothing to do."""
+
+    num_decode: int | None = None
+
+
 def decode_first(scheduled: list[tuple[Request, int]]) -> tuple[list[tuple[Request, int]], int]:
     """The scheduled (request, tokens) rows with single-token decodes first (the attention
     kernels take them as one cheap group), and how many decodes there are."""
+    if type(scheduled) is Rows and scheduled.num_decode is not None:
+        return scheduled, scheduled.num_decode
     is_decode = [n == 1 and len(r.output_ids) > 0
                  and len(r.spec.prompt_ids) + len(r.output_ids) - r.num_computed_tokens == 1
                  for r, n in scheduled]  # fmt: skip
@@ -60,43 +69,71 @@ def decode_first(scheduled: list[tuple[Request, int]]) -> tuple[list[tuple[Reque
     return decodes + [x for x, d in zip(scheduled, is_decode, strict=True) if not d], len(decodes)
 
 
-class _TableRows:
-    """The 2-D block table of decode-only steps, kept between steps: row i holds the table list
-    it held last step (the same list object: a GPU table only grows while it exists) and only
-    the blocks appended since are written; a row whose table is another list is rewritten. The
-    caller gets a copy, so a batch is never changed by a later step."""
+class _DecodeRows:
+    """Decode-only steps (most steps), built in one pass over the rows, with the 2-D block table
+    kept between steps: row i holds the table list it held last step (the same list object: a
+    GPU table only grows while it exists) and only the blocks appended since are written; a row
+    whose table is another list is rewritten. The caller gets a copy, so a batch is never
+    changed by a later step."""
 
     def __init__(self) -> None:
         self.arr = np.zeros((0, 0), dtype=np.int32)
-        self.tables: list[list[int] | None] = []
-        self.lens: list[int] = []
+        self.tables: list[list[int] | None] = []  # row i: the table list it holds
+        self.lens: list[int] = []  # row i: how many of its blocks are written (zeros after)
 
-    def rows(self, tables: list[list[int]], lens: list[int], width: int) -> np.ndarray:
-        d, arr = len(tables), self.arr
-        if d > arr.shape[0] or width > arr.shape[1]:  # grow (rarely), every row rewritten
-            arr = self.arr = np.zeros((max(d, arr.shape[0]) * 2, max(width, arr.shape[1]) * 2),
+    def batch(
+        self, scheduled: list[tuple[Request, int]], block_tables: dict[str, list[int]], bs: int,
+        temperature: float, top_p: float,
+    ) -> Batch:  # fmt: skip
+        """The batch of `scheduled`, all single-token decodes: each row's one token at position
+        num_computed_tokens (its last output token), sampled."""
+        arr, held, held_lens = self.arr, self.tables, self.lens
+        num_rows, width = arr.shape[0], 0
+        ids, pos, slots, seq, stale = [], [], [], [], []
+        for i, (r, _) in enumerate(scheduled):
+            t = block_tables[r.spec.request_id]
+            p, n = r.num_computed_tokens, len(t)
+            if n > width:
+                width = n
+            if i >= num_rows or t is not held[i] or n != held_lens[i]:
+                stale.append((i, t, n))  # a row to (re)write below
+            ids.append(r.output_ids[-1])
+            pos.append(p)
+            slots.append(t[p // bs] * bs + p % bs)
+            seq.append(p + 1)
+        d = len(ids)
+        if d > num_rows or width > arr.shape[1]:  # grow (rarely), every row rewritten
+            arr = self.arr = np.zeros((max(d, num_rows) * 2, max(width, arr.shape[1]) * 2),
                                       dtype=np.int32)  # fmt: skip
-            self.tables, self.lens = [None] * arr.shape[0], [0] * arr.shape[0]
-        held, held_lens = self.tables, self.lens
-        for i in range(d):
-            t, n = tables[i], lens[i]
-            if t is held[i]:
-                m = held_lens[i]
-                if n != m:
-                    if n < m:  # not expected (tables only grow); rewrite the row
-                        arr[i, n:m] = 0
-                    arr[i, m:n] = t[m:n]
-                    held_lens[i] = n
+            held, held_lens = self.tables, self.lens = [None] * len(arr), [0] * len(arr)
+            tables = [block_tables[r.spec.request_id] for r, _ in scheduled]
+            stale = [(i, t, len(t)) for i, t in enumerate(tables)]
+        for i, t, n in stale:
+            m = held_lens[i]
+            if t is held[i]:  # grown (a shorter table is not expected: rewritten)
+                if n < m:
+                    arr[i, n:m] = 0
+                arr[i, m:n] = t[m:n]
             else:
-                m = held_lens[i]
                 arr[i, :n] = t
                 if m > n:
                     arr[i, n:m] = 0
-                held[i], held_lens[i] = t, n
-        return arr[:d, :width].copy()
+                held[i] = t
+            held_lens[i] = n
+        # ids, positions, slots and sequence lengths from one conversion, then slices of it
+        flat = np.array(ids + pos + slots + seq, dtype=np.int64)
+        max_seq_len = max(seq)
+        return Batch(
+            input_ids=flat[:d], positions=flat[d : 2 * d], slot_mapping=flat[2 * d : 3 * d],
+            query_start_loc=np.arange(d + 1, dtype=np.int32),
+            seq_lens=flat[3 * d :].astype(np.int32), block_tables=arr[:d, :width].copy(),
+            logits_indices=np.arange(d, dtype=np.int64), max_query_len=1,
+            max_seq_len=max_seq_len, num_padding_tokens=0, num_decode_seqs=d,
+            max_decode_seq_len=max_seq_len, temperature=temperature, top_p=top_p,
+        )  # fmt: skip
 
 
-_TABLES = _TableRows()
+_DECODES = _DecodeRows()
 
 
 def build_batch(
@@ -116,29 +153,14 @@ def build_batch(
     """
     bs = block_size
     d = num_decode
+    if d == len(scheduled) and not padding and d:  # only decodes (most steps)
+        return _DECODES.batch(scheduled, block_tables, bs, temperature, top_p)
     tables = [block_tables[r.request_id] for r, _ in scheduled]
     table_lens = [len(t) for t in tables]
     # Decode rows (first `num_decode`): one token at position num_computed_tokens, sampled.
     dec_pos = [r.num_computed_tokens for r, _ in scheduled[:d]]
     dec_ids = [r.output_ids[-1] for r, _ in scheduled[:d]]
     dec_slots = [t[p // bs] * bs + p % bs for t, p in zip(tables, dec_pos, strict=False)]
-    if d == len(scheduled) and not padding and d:
-        # Only decodes (most steps): a few list-to-array conversions, no per-row numpy work.
-        width = max(table_lens)
-        block_table = _TABLES.rows(tables, table_lens, width)
-        max_seq_len = max(dec_pos) + 1
-        # ids, positions and slots in one conversion, then three contiguous slices of it
-        flat = np.array(dec_ids + dec_pos + dec_slots, dtype=np.int64)
-        input_ids, positions, slot_mapping = flat[:d], flat[d : 2 * d], flat[2 * d :]
-        return Batch(
-            input_ids=input_ids, positions=positions, slot_mapping=slot_mapping,
-            query_start_loc=np.arange(d + 1, dtype=np.int32),
-            seq_lens=(positions + 1).astype(np.int32),
-            block_tables=block_table,
-            logits_indices=np.arange(d, dtype=np.int64), max_query_len=1,
-            max_seq_len=max_seq_len, num_padding_tokens=0, num_decode_seqs=d,
-            max_decode_seq_len=max_seq_len, temperature=temperature, top_p=top_p,
-        )  # fmt: skip
     lens = np.array([n for _, n in scheduled] + [p.num_tokens for p in padding], dtype=np.int64)
     num_seqs = len(lens)
     query_start_loc = np.zeros(num_seqs + 1, dtype=np.int32)

@@ -48,8 +48,8 @@ def check_decision(
         return DecisionError(f"policy {policy} broke {bound} at step {step}: {detail}")
 
     running = {r.request_id: r for r in view.running}
-    waiting = {r.request_id: r for r in view.waiting}
-    swapped = {r.request_id: r for r in view.swapped}
+    waiting = {r.request_id: r for r in view.waiting} if view.waiting else {}
+    swapped = {r.request_id: r for r in view.swapped} if view.swapped else {}
     for rid in d.preempt:
         if rid not in running or rid in d.num_scheduled_tokens:
             raise fail("preemption", f"{rid!r} is not an unscheduled running request")
@@ -89,7 +89,8 @@ def check_decision(
     if need > view.num_free_blocks + freed:
         raise fail("KV blocks", f"needs {need} GPU blocks, {view.num_free_blocks} free + "
                    f"{freed} freed")  # fmt: skip
-    swap = sum(running[rid].num_blocks for rid, k in d.preempt.items() if k is Preemption.SWAP)
+    swap = (sum(running[rid].num_blocks for rid, k in d.preempt.items() if k is Preemption.SWAP)
+            if d.preempt else 0)  # fmt: skip
     if swap > view.num_free_cpu_blocks:
         raise fail("CPU swap blocks", f"needs {swap}, {view.num_free_cpu_blocks} free")
 
@@ -99,7 +100,7 @@ def _over_token_budget(view, d, running, waiting, swapped, bounded: bool) -> str
     servable by every policy: a policy not bound by the budget (static batching: one padded
     pass, bounded by memory), and one request's whole remaining computation run alone (a prompt
     longer than the budget under a policy that does not split prompts)."""
-    total = sum(d.num_scheduled_tokens.values()) + d.num_padding_tokens
+    total = sum(d.num_scheduled_tokens.values()) + (d.num_padding_tokens if d.padding else 0)
     if total <= view.max_num_batched_tokens or not bounded:
         return ""
     if len(d.num_scheduled_tokens) == 1 and not d.padding:

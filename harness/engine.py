@@ -165,58 +165,62 @@ class Engine:
         return build_view(self, now_s)  # harness/prefix_cache.py
 
     def _apply(self, d: Decision) -> _Applied:
-        """Preempt, swap in, then allocate blocks for and admit what `d` schedules (checked)."""
-        applied, num_evictions = _Applied(scheduled=[]), self.kv.gpu.num_evictions
-        self._preempt(d.preempt, applied)
-        for rid in d.num_scheduled_tokens if self.prefix is not None else ():
-            r = self.requests[rid]  # admissions take their cached blocks before any allocation
-            if r.status is RequestStatus.WAITING:
-                r.num_computed_tokens = cached = self.prefix.admit(r)
+        """Preempt, swap in, then allocate blocks for and admit what `d` schedules (checked), in
+        its order (`scheduled`: a `harness.batch.Rows`, marked when all rows are decodes)."""
+        kv, running, prefix = self.kv, self.running, self.prefix
+        applied, num_evictions = _Applied(scheduled=[]), kv.gpu.num_evictions
+        if d.preempt:
+            self._preempt(d.preempt, applied)
+        for rid in d.num_scheduled_tokens if prefix is not None and self.waiting else ():
+            r = self.waiting.get(rid)  # admissions take their cached blocks before any allocation
+            if r is not None:  # (exactly the requests in status WAITING are in `waiting`)
+                r.num_computed_tokens = cached = prefix.admit(r)
                 applied.num_cached_tokens += cached
                 r.num_cached_tokens = cached if r.first_scheduled_s is None else r.num_cached_tokens
-        moved = [(self.swapped.pop(rid), self.kv.swap_in(rid)) for rid in d.swap_in]
-        for r, _ in moved:
-            r.status, self.running[r.request_id] = RequestStatus.RUNNING, r
-        applied.num_swapped_in_blocks = self._copy_blocks(moved, applied, swap_in=True)
-        tables, bs = self.kv.block_tables, self.kv.block_size
+        if d.swap_in:
+            moved = [(self.swapped.pop(rid), kv.swap_in(rid)) for rid in d.swap_in]
+            for r, _ in moved:
+                r.status, running[r.request_id] = RequestStatus.RUNNING, r
+            applied.num_swapped_in_blocks = self._copy_blocks(moved, applied, swap_in=True)
+        if "_Rows" not in self.__dict__:  # harness.batch.Rows, imported once
+            self._Rows = __import__("harness.batch", fromlist=["Rows"]).Rows
+        tables, bs, rows, num_decode = kv.block_tables, kv.block_size, self._Rows(), 0
         for rid, n in d.num_scheduled_tokens.items():
-            r = self.requests[rid]
-            if len(tables.get(rid, ())) * bs < r.num_computed_tokens + n:  # else: blocks held
-                self.kv.allocate(rid, r.num_computed_tokens + n)
-            if r.status is RequestStatus.WAITING:
-                del self.waiting[rid]
-                r.status = RequestStatus.RUNNING
-                self.running[rid] = r
-            if r.first_scheduled_s is None:
-                r.first_scheduled_s = self.clock.now()
-                if self.admission is not None:
-                    self.admission.on_admit(r.first_scheduled_s)
-            applied.scheduled.append((r, n))
-        applied.num_evicted_blocks = self.kv.gpu.num_evictions - num_evictions
+            r = running.get(rid)
+            if r is None:  # admitted now (a running request was scheduled before)
+                r = self.waiting.pop(rid)
+                r.status, running[rid] = RequestStatus.RUNNING, r
+                if r.first_scheduled_s is None:
+                    r.first_scheduled_s = self.clock.now()
+                    if self.admission is not None:
+                        self.admission.on_admit(r.first_scheduled_s)
+            c, out = r.num_computed_tokens + n, r.output_ids
+            if len(tables.get(rid, ())) * bs < c:  # else: its blocks hold them already
+                kv.allocate(rid, c)
+            rows.append((r, n))
+            num_decode += n == 1 and len(r.spec.prompt_ids) + len(out) == c and len(out) > 0
+        rows.num_decode, applied.scheduled = num_decode if num_decode == len(rows) else None, rows
+        applied.num_evicted_blocks = kv.gpu.num_evictions - num_evictions
         return applied
 
     def _preempt(self, preempt: dict[str, Preemption], applied: _Applied) -> None:
-        recomputed: list[Request] = []
-        moved = []
+        recomputed, moved = [], []  # (recompute victims), (swap victims, their block pairs)
         for rid, kind in preempt.items():
             r = self.running.pop(rid)
             r.num_preemptions += 1
             if kind is Preemption.SWAP:
                 moved.append((r, self.kv.swap_out(rid)))
-                r.status, r.num_swaps = RequestStatus.SWAPPED, r.num_swaps + 1
-                self.swapped[rid] = r
+                r.status, r.num_swaps, self.swapped[rid] = RequestStatus.SWAPPED, r.num_swaps + 1, r
             else:
                 self.kv.free(rid)
                 r.status, r.num_computed_tokens = RequestStatus.WAITING, 0
                 recomputed.append(r)
                 if self.prefix is not None:
                     self.prefix.add(r)
-        num_swapped_out = self._copy_blocks(moved, applied, swap_in=False)
-        # Recompute victims go back to the front of the queue, oldest first.
-        recomputed.sort(key=lambda r: r.arrival_s)
+        applied.num_swapped_out_blocks = self._copy_blocks(moved, applied, swap_in=False)
+        recomputed.sort(key=lambda r: r.arrival_s)  # back to the queue's front, oldest first
         self.waiting = {**{r.request_id: r for r in recomputed}, **self.waiting}
         applied.num_preempted = len(preempt)
-        applied.num_swapped_out_blocks = num_swapped_out
 
     def _copy_blocks(self, moved: list[tuple[Request, list]], applied: _Applied, swap_in) -> int:
         """Run one batched swap copy for all `moved` (request, block pairs); time it, and charge
@@ -239,41 +243,37 @@ class Engine:
         self, scheduled: list[tuple[Request, int]]
     ) -> tuple[list[tuple[Request, int]], list[Request]]:
         """Book a launched step: computed counts advance, each sampling row gets a placeholder
-        token (filled by `flush`). A request whose last token this step samples leaves the
-        running queue and frees its blocks now (the device reuses them only after this step, in
-        stream order); it becomes finished when that token reaches the host."""
-        sampled_rows, finishing, prefix = [], [], self.prefix
-        keyed, bs = (self.kv.num_keyed_of, prefix.block_size) if prefix else ({}, 1)
+        token (filled by `flush`). A request sampling its last token leaves the running queue and
+        frees its blocks now (reused after this step); it is finished once that token is on host."""
+        sampled_rows, finishing, prefix, kv = [], [], self.prefix, self.kv
+        keyed, bs = (kv.num_keyed_of, prefix.block_size) if prefix else ({}, 1)
         for r, n in scheduled:
-            r.num_computed_tokens += n  # on_computed only with a full block not keyed yet:
-            if prefix is not None and r.num_computed_tokens // bs > keyed.get(r.spec.request_id, 0):
+            c = r.num_computed_tokens = r.num_computed_tokens + n
+            spec, out = r.spec, r.output_ids  # on_computed only with a full block not keyed yet:
+            if prefix is not None and c // bs > keyed.get(spec.request_id, 0):
                 prefix.on_computed(r)
-            if r.num_computed_tokens < len(r.spec.prompt_ids) + len(r.output_ids):
+            if c < len(spec.prompt_ids) + len(out):
                 continue  # a prefill chunk that does not reach the end samples nothing
-            sampled_rows.append((r, len(r.output_ids)))
-            r.output_ids.append(PLACEHOLDER_TOKEN)
-            if len(r.output_ids) >= r.spec.max_output_tokens:
-                self.kv.free(r.request_id)
-                self.running.pop(r.request_id, None)
+            sampled_rows.append((r, len(out)))
+            out.append(PLACEHOLDER_TOKEN)
+            if len(out) >= spec.max_output_tokens:
+                kv.free(spec.request_id)
+                self.running.pop(spec.request_id, None)
                 finishing.append(r)
         return sampled_rows, finishing
 
     def _record(self, f: _InFlight, end_s: float) -> None:
-        a, num_decode = f.applied, f.batch.num_decode_seqs
-        self.recorder.on_step_values(
-            step=self.num_steps, start_s=f.start_s,
-            # pipelined steps overlap: a step's duration is what it added to the wall time
-            duration_s=end_s - max(f.start_s, self._last_end_s),
-            host_time_s=f.host_done_s - f.start_s, device_time_s=f.device_time_s,
-            num_prefill_tokens=sum(n for _, n in a.scheduled) - num_decode,
-            num_decode_tokens=num_decode, num_padding_tokens=f.batch.num_padding_tokens,
-            num_scheduled_seqs=len(a.scheduled), num_running=len(self.running),
-            num_waiting=len(self.waiting), num_swapped=len(self.swapped),
-            num_kv_blocks_used=self.kv.gpu.num_used_blocks, num_preempted=a.num_preempted,
-            num_swapped_out_blocks=a.num_swapped_out_blocks,
-            num_swapped_in_blocks=a.num_swapped_in_blocks, swap_time_s=a.swap_time_s,
-            num_cached_tokens=a.num_cached_tokens, num_evicted_blocks=a.num_evicted_blocks,
-        )  # fmt: skip
+        a, batch, rec, d = f.applied, f.batch, self.recorder, f.batch.num_decode_seqs
+        if getattr(self, "_step_sink", (None,))[0] is not rec:  # harness.metrics.step_sink
+            self._step_sink = (rec, __import__("harness.metrics", fromlist=["x"]).step_sink(rec))
+        self._step_sink[1]((  # a StepRecord's values, in field order
+            self.num_steps, f.start_s, end_s - max(f.start_s, self._last_end_s),  # pipelined: added
+            f.host_done_s - f.start_s, f.device_time_s,
+            len(batch.input_ids) - batch.num_padding_tokens - d, d, batch.num_padding_tokens,
+            len(a.scheduled), len(self.running), len(self.waiting), len(self.swapped),
+            self.kv.gpu.num_used_blocks, a.num_preempted, a.num_swapped_out_blocks,
+            a.num_swapped_in_blocks, a.swap_time_s, a.num_cached_tokens, a.num_evicted_blocks,
+        ))  # fmt: skip
 
     def abort_unfinished(self, reason: str, not_arrived: list[RequestSpec] = ()) -> None:
         """Mark every request not yet done, and those that never arrived, as aborted."""

@@ -9,11 +9,12 @@ request's keys are computed once, when it enters the waiting queue.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from harness.batch import PLACEHOLDER_TOKEN
 from harness.kv_cache import BlockKey, KVCacheManager
-from harness.request import Request
+from harness.request import Request, RequestSpec
 from policies.base import RequestView, SchedulerView
 
 if TYPE_CHECKING:
@@ -101,36 +102,83 @@ def build_view(engine: Engine, now_s: float) -> SchedulerView:
     included."""
     kv, lim, tracker = engine.kv, engine.limits, engine.prefix
     gpu_tables = kv.block_tables
-    running = tuple([_snap(r, gpu_tables, r.num_computed_tokens, 0)
+    running = tuple([_Snap(r, gpu_tables, r.num_computed_tokens, 0)
                      for r in engine.running.values()])  # fmt: skip
-    cpu_tables = kv.cpu_block_tables
-    swapped = tuple([_snap(r, cpu_tables, r.num_computed_tokens, 0)
-                     for r in engine.swapped.values()])  # fmt: skip
-    if tracker is None:
-        waiting = tuple([_snap(r, gpu_tables, r.num_computed_tokens, 0)
+    swapped = tuple([_Snap(r, kv.cpu_block_tables, r.num_computed_tokens, 0)
+                     for r in engine.swapped.values()]) if engine.swapped else ()  # fmt: skip
+    if not engine.waiting:
+        waiting = ()
+    elif tracker is None:
+        waiting = tuple([_Snap(r, gpu_tables, r.num_computed_tokens, 0)
                          for r in engine.waiting.values()])  # fmt: skip
     else:
         hits, bs = tracker._hits, tracker.block_size
-        waiting = tuple([_snap(r, gpu_tables, n, n) for r in engine.waiting.values()
+        waiting = tuple([_Snap(r, gpu_tables, n, n) for r in engine.waiting.values()
                          for n in (hits[r.spec.request_id] * bs,)])  # fmt: skip
-    return SchedulerView(
+    gpu = kv.gpu
+    view = _new(SchedulerView)  # SchedulerView(...) without 17 frozen-field assignments
+    view.__dict__.update(  # (every field: _check_snap)
         now_s=now_s, waiting=waiting, running=running, swapped=swapped,
-        num_free_blocks=kv.num_free_blocks_unshared, num_total_blocks=kv.gpu.num_blocks,
+        num_free_blocks=kv.num_free_blocks_unshared, num_total_blocks=gpu.num_blocks,
         num_free_cpu_blocks=kv.cpu.num_free_blocks, watermark_blocks=kv.watermark_blocks,
         block_size=kv.block_size, max_num_batched_tokens=lim.max_num_batched_tokens,
         max_num_seqs=lim.max_num_seqs, max_model_len=lim.max_model_len,
         starvation_threshold=lim.starvation_threshold,
         max_num_prefill_tokens=lim.max_num_prefill_tokens,
-        num_evictable_blocks=kv.gpu.num_evictable_blocks,
+        num_evictable_blocks=gpu.num_evictable_blocks,
     )  # fmt: skip
+    return view
 
 
-def _snap(r: Request, tables: dict, num_computed: int, num_cached: int) -> RequestView:
-    """`r` as the policy sees it, its blocks counted in `tables` (the GPU's, or the CPU's)."""
-    spec, out = r.spec, r.output_ids
-    num_prompt = len(spec.prompt_ids)
-    return RequestView(
-        spec.request_id, spec.arrival_s, spec.priority, num_prompt, num_prompt + len(out),
-        num_computed, len(out), spec.max_output_tokens, len(tables.get(spec.request_id, ())),
-        r.num_preemptions, spec.tenant, num_cached, spec.slo_class,
-    )  # fmt: skip
+_new = object.__new__
+
+
+class _Snap:
+    """`_Snap(r, tables, num_computed, num_cached)` is `r` as the policy sees it: a genuine
+    `RequestView` (its blocks counted in `tables`, the GPU's or the CPU's), built ~4x faster
+    than by `RequestView(...)`, whose frozen `__init__` assigns each field through
+    `object.__setattr__`: this class has the same slots, assigns them directly and then becomes
+    a `RequestView` (`__class__` assignment between identical slot layouts)."""
+
+    __slots__ = RequestView.__slots__
+
+    def __init__(self, r: Request, tables: dict, num_computed: int, num_cached: int) -> None:
+        spec = r.spec
+        num_prompt, num_out = len(spec.prompt_ids), len(r.output_ids)
+        self.request_id = rid = spec.request_id
+        self.arrival_s = spec.arrival_s
+        self.priority = spec.priority
+        self.num_prompt_tokens = num_prompt
+        self.num_tokens = num_prompt + num_out
+        self.num_computed_tokens = num_computed
+        self.num_output_tokens = num_out
+        self.max_output_tokens = spec.max_output_tokens
+        self.num_blocks = len(tables.get(rid, ()))
+        self.num_preemptions = r.num_preemptions
+        self.tenant = spec.tenant
+        self.num_cached_tokens = num_cached
+        self.slo_class = spec.slo_class
+        self.__class__ = RequestView
+
+
+def _check_snap() -> None:
+    """`_Snap` must set every field of `RequestView`, and `build_view` every field of
+    `SchedulerView`, no more (checked once, at import)."""
+    names = tuple(f.name for f in fields(RequestView))
+    if RequestView.__slots__ != names or RequestView.__bases__ != (object,):
+        raise TypeError("RequestView changed: update harness/prefix_cache.py's _Snap")
+    spec = RequestSpec("r", 1.5, (1, 2, 3), 9, tenant="t", priority=2, slo_class="c")
+    r = Request(spec, output_ids=[5], num_preemptions=6)
+    want = RequestView("r", 1.5, 2, 3, 4, 7, 1, 9, 2, 6, "t", 8, "c")
+    if _Snap(r, {"r": [0, 1]}, 7, 8) != want:
+        raise TypeError("RequestView changed: update harness/prefix_cache.py's _Snap")
+    set_by_build_view = {"now_s", "waiting", "running", "swapped", "num_free_blocks",
+                         "num_total_blocks", "num_free_cpu_blocks", "watermark_blocks",
+                         "block_size", "max_num_batched_tokens", "max_num_seqs", "max_model_len",
+                         "starvation_threshold", "max_num_prefill_tokens",
+                         "num_evictable_blocks"}  # fmt: skip
+    if {f.name for f in fields(SchedulerView)} != set_by_build_view:
+        raise TypeError("SchedulerView changed: update harness/prefix_cache.py's build_view")
+
+
+_check_snap()

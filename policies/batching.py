@@ -6,8 +6,14 @@ back in and admit waiting ones. Each policy file composes them in its own order.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable
+from dataclasses import fields
 
 from policies.base import Decision, Padding, Preemption, RequestView, SchedulerView
+
+_new = object.__new__
+_DECISION_FIELDS = ("num_scheduled_tokens", "preempt", "swap_in", "padding")  # set by decision()
+if tuple(f.name for f in fields(Decision)) != _DECISION_FIELDS:
+    raise TypeError("Decision changed: update StepPlan.decision (policies/batching.py)")
 
 #: How many tokens a request should compute this step given the plan (0: none this step).
 TokensFn = Callable[["StepPlan", RequestView], int]
@@ -125,12 +131,15 @@ class StepPlan:
         return kind
 
     def decision(self) -> Decision:
-        return Decision(
+        # Decision(...) without its frozen __init__'s object.__setattr__ per field
+        decision = _new(Decision)
+        decision.__dict__.update(
             num_scheduled_tokens=dict(self.scheduled),
             preempt=dict(self.preempt),
             swap_in=tuple(self.swap_in),
             padding=tuple(self.padding),
         )
+        return decision
 
 
 def whole(plan: StepPlan, request: RequestView) -> int:
