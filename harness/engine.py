@@ -60,10 +60,8 @@ class Engine:
         self.limits, self.clock, self.recorder = limits, clock, recorder
         self.temperature, self.top_p = temperature, top_p
         self.admission = admission  # harness.admission.Admission, or None: admit all that fits
-        # harness/step_cost.py: time is modelled (None: measured)
-        self.timeline = Timeline(step_cost, clock) if step_cost is not None else None
-        # prefix caching: the waiting requests' cached prefixes (None: caching off)
-        self.prefix = PrefixTracker(kv) if kv.enable_prefix_caching else None
+        self.timeline = Timeline(step_cost, clock) if step_cost else None  # None: time measured
+        self.prefix = PrefixTracker(kv) if kv.enable_prefix_caching else None  # None: no caching
         self.requests: dict[str, Request] = {}
         # Insertion-ordered dicts used as queues: O(1) removal from the middle.
         self.waiting: dict[str, Request] = {}  # arrival order, recompute victims in front
@@ -71,8 +69,10 @@ class Engine:
         self.swapped: dict[str, Request] = {}  # swap-out order
         self.num_steps, self.num_done = 0, 0  # num_done: finished + rejected + aborted
         # Pipelining pays only where the device runs while the host prepares the next step; on a
-        # synchronous executor (cpu) it would only delay every token's stamp by one step.
+        # synchronous executor (cpu) it would only delay every token's stamp by one step. A
+        # simulator reads no token from the device (`takes_feed` False): no feed to build for it.
         self.pipelined = pipelined and bool(getattr(executor, "overlaps_host", False))
+        self._feed = getattr(executor, "takes_feed", True)
         self._inflight: list[_InFlight] = []  # launched steps, oldest first
         self._last_end_s = 0.0
 
@@ -129,7 +129,7 @@ class Engine:
         batch = build_batch(applied.scheduled, decision.padding, num_decode, self.kv.block_tables,
                             self.kv.block_size, self.temperature, self.top_p)  # fmt: skip
         prev = self._inflight[-1] if self._inflight else None
-        if prev is not None:
+        if prev is not None and self._feed:
             batch.feed = feed_rows(batch, applied.scheduled, prev.sampled_rows)
         host_done_s = self.timeline.prepare(batch) if self.timeline else self.clock.now()
         handle = self.executor.launch(batch, prev.handle if prev is not None else None)

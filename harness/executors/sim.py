@@ -47,6 +47,7 @@ class SimExecutor:
     # A profile measured with pipelining (engine.async_scheduling on cuda) is simulated with it:
     # the engine launches step n+1 before it reads step n's tokens (harness/step_cost.Timeline).
     overlaps_host = False
+    takes_feed = False  # its sampled ids are zeros: no decode row needs the previous step's
 
     def __init__(self, engine: DictConfig, model: DictConfig, profile: str | None = None) -> None:
         if not profile:
