@@ -13,12 +13,16 @@ import cProfile
 import pstats
 import sys
 import time
+from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+# the checkout this script is in, not whatever `harness` an editable install points at
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import harness.run
-from harness.config import CONF_DIR, register
-from harness.run import run
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+import harness.run  # noqa: E402
+from harness.config import CONF_DIR, register  # noqa: E402
+from harness.run import run  # noqa: E402
 
 QUIET = ["engine=sim", "engine.progress=false", "logger=none"]
 SERVE_S: list[float] = []  # wall time of each run's serving loop (set-up and summary left out)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.batch import PLACEHOLDER_TOKEN, Batch, build_batch, decode_first, feed_rows
+from harness.batch import PLACEHOLDER_TOKEN, Batch, Rows, build_batch, decode_first, feed_rows
 from harness.decisions import DecisionError, Limits, StallError, check_decision, rejection_reason
 from harness.executors.base import Executor
 from harness.kv_cache import KVCacheManager
 from harness.prefix_cache import PrefixTracker, build_view
+from harness.records import step_sink
 from harness.request import Request, RequestSpec, RequestStatus
 from harness.step_cost import Timeline
 from policies.base import Decision, Policy, Preemption
@@ -182,9 +183,7 @@ class Engine:
             for r, _ in moved:
                 r.status, running[r.request_id] = RequestStatus.RUNNING, r
             applied.num_swapped_in_blocks = self._copy_blocks(moved, applied, swap_in=True)
-        if "_Rows" not in self.__dict__:  # harness.batch.Rows, imported once
-            self._Rows = __import__("harness.batch", fromlist=["Rows"]).Rows
-        tables, bs, rows, num_decode = kv.block_tables, kv.block_size, self._Rows(), 0
+        tables, bs, rows, num_decode = kv.block_tables, kv.block_size, Rows(), 0
         for rid, n in d.num_scheduled_tokens.items():
             r = running.get(rid)
             if r is None:  # admitted now (a running request was scheduled before)
@@ -264,8 +263,8 @@ class Engine:
 
     def _record(self, f: _InFlight, end_s: float) -> None:
         a, batch, rec, d = f.applied, f.batch, self.recorder, f.batch.num_decode_seqs
-        if getattr(self, "_step_sink", (None,))[0] is not rec:  # harness.metrics.step_sink
-            self._step_sink = (rec, __import__("harness.metrics", fromlist=["x"]).step_sink(rec))
+        if getattr(self, "_step_sink", (None,))[0] is not rec:  # the recorder may be replaced
+            self._step_sink = (rec, step_sink(rec))
         self._step_sink[1]((  # a StepRecord's values, in field order
             self.num_steps, f.start_s, end_s - max(f.start_s, self._last_end_s),  # pipelined: added
             f.host_done_s - f.start_s, f.device_time_s,

@@ -7,12 +7,12 @@ report can recompute or extend it from the files alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from harness.records import STEP_COLUMNS, Recorder  # Recorder: re-exported (the engine's)
+from harness.records import Recorder  # noqa: F401  (re-exported: the engine's step recorder)
 from harness.request import Request, RequestStatus
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
@@ -56,16 +56,6 @@ def requests_frame(requests: Iterable[Request]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def step_sink(recorder) -> Callable[[tuple], None]:
-    """How the engine records a step: a function taking the step's `StepRecord` values as one
-    tuple in field order (`STEP_COLUMNS`). For a `Recorder`, the append to its list of rows
-    (the tuple it would build itself in `on_step_values`); for any other recorder, its
-    `on_step_values` by field name."""
-    if type(recorder) is Recorder:
-        return recorder._rows.append
-    return lambda row: recorder.on_step_values(**dict(zip(STEP_COLUMNS, row, strict=True)))
 
 
 def latency_stats(values: np.ndarray) -> dict[str, float | None]:

@@ -3,6 +3,7 @@ from (the local writer, W&B's per-step series, the report)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import pandas as pd
@@ -59,9 +60,23 @@ class Recorder:
             raise TypeError(f"step values {sorted(values)} are not StepRecord's {STEP_COLUMNS}")
         self._rows.append(tuple([values[c] for c in STEP_COLUMNS]))
 
+    def row_sink(self) -> Callable[[tuple], None]:
+        """A function taking one step's values as a tuple in `STEP_COLUMNS` order (no check:
+        the engine builds it in that order)."""
+        return self._rows.append
+
     @property
     def steps(self) -> list[StepRecord]:
         return [StepRecord(*row) for row in self._rows]
 
     def steps_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self._rows, columns=list(STEP_COLUMNS))
+
+
+def step_sink(recorder) -> Callable[[tuple], None]:
+    """How the engine records a step: a function taking the step's `StepRecord` values as one
+    tuple in field order (`STEP_COLUMNS`). For a `Recorder`, its `row_sink`; for any other
+    recorder, its `on_step_values` by field name."""
+    if type(recorder) is Recorder:
+        return recorder.row_sink()
+    return lambda row: recorder.on_step_values(**dict(zip(STEP_COLUMNS, row, strict=True)))
