@@ -185,11 +185,26 @@ def run(
         max_num_batched_tokens=budget if policy.bounded_by_token_budget else None,
         workload_fingerprint=fingerprint, workload_stats=workload_stats,
     )  # fmt: skip
+    notes = getattr(executor, "run_notes", None)
+    if notes is not None:
+        summary.update(notes())
+        _say_range(summary.get("sim_profile_range"))
     logger.finish(summary, requests_df, steps_df)
     result = RunResult(summary, requests_df, steps_df, output_dir, resolved)
     if error:
         print(f"run stopped early: {error}", file=sys.stderr)
     return result
+
+
+def _say_range(r: dict | None) -> None:
+    """One line when a simulated run's steps went beyond what its profile measured."""
+    if not r or not r["num_beyond"]:
+        return
+    parts = ", ".join(f"{f} > {r['measured_max'][f]:,.0f}: {n:,}" for f, n in r["beyond"].items()
+                      if n)  # fmt: skip
+    print(f"engine=sim: {r['num_beyond']:,} of {r['num_steps']:,} steps "
+          f"({r['num_beyond'] / max(r['num_steps'], 1):.1%}) beyond what the profile measured "
+          f"({parts}): their times are extrapolated", file=sys.stderr)  # fmt: skip
 
 
 class _interrupts_as_keyboard_interrupt:

@@ -52,6 +52,8 @@ FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "
             "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode",
             "decode_max_ctx")  # fmt: skip
 HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens")
+# the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
+RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILE_FORMAT = 1
 
@@ -224,6 +226,16 @@ class ProfileStepCost:
         # (python -m harness.calibrate --refit) to use it
         self.coef = [float(c) for c in model["coef"]] + [0.0] * (len(FEATURES) - len(known))
         self.buckets = buckets
+        # The largest sizes the profile measured: a step beyond them is extrapolated (counted)
+        cols = profile.get("points", {}).get("columns", [])
+        rows = profile.get("points", {}).get("rows", [])
+        self.measured_max = {
+            f: max((float(r[cols.index(f)]) for r in rows), default=0.0)
+            for f in RANGE_FEATURES if f in cols
+        }  # fmt: skip
+        self._range = [(FEATURES.index(f), m) for f, m in self.measured_max.items()]
+        self.beyond = dict.fromkeys(self.measured_max, 0)  # steps beyond, per feature
+        self.num_beyond = self.num_steps = 0
         host = profile.get("host_model")
         if host and profile["settings"].get("async_scheduling"):
             if tuple(host["features"]) != HOST_FEATURES:
@@ -245,9 +257,26 @@ class ProfileStepCost:
     def step_time(self, batch) -> float:
         x = features(batch, self.buckets)
         c = self.coef
+        self.num_steps += 1
+        for i, m in self._range:
+            if x[i] > m:
+                self._beyond(x)
+                break
         return (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
                 + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9]
                 + c[10] * x[10])  # fmt: skip
+
+    def _beyond(self, x: list[float]) -> None:
+        self.num_beyond += 1
+        for f, m in self.measured_max.items():
+            if x[FEATURES.index(f)] > m:
+                self.beyond[f] += 1
+
+    def range_report(self) -> dict:
+        """How many steps of the run were beyond what the profile measured (extrapolated by
+        the linear model), per feature, with the measured maxima."""
+        return {"num_steps": self.num_steps, "num_beyond": self.num_beyond,
+                "beyond": dict(self.beyond), "measured_max": dict(self.measured_max)}  # fmt: skip
 
     def host_time(self, batch) -> tuple[float, float]:
         """The host's seconds before the launch of `batch` and after it (see the module)."""

@@ -118,6 +118,10 @@ class SimExecutor:
         self.step_cost = ProfileStepCost(self.profile, buckets, budget.block_size)
         return num_gpu, num_cpu
 
+    def run_notes(self) -> dict:
+        """For the run's summary: the steps whose sizes went beyond the profile's grid."""
+        return {"sim_profile_range": self.step_cost.range_report()} if self.step_cost else {}
+
     # -- the executor interface (harness/executors/base.py) ------------------------------
     def launch(self, batch, feed_from=None) -> _Done:
         return _Done(len(batch.logits_indices))

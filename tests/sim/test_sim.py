@@ -160,3 +160,21 @@ def test_refit_refuses_profiles_of_two_models(profile_file, tmp_path):
     other.write_text(json.dumps(p))
     with pytest.raises(ConfigError, match="another model"):
         refit([str(profile_file), str(other)])
+
+
+def test_a_run_says_which_steps_were_beyond_what_the_profile_measured(compose_cfg, profile_file,
+                                                                       capfd):  # fmt: skip
+    inside = _sim(compose_cfg, profile_file).summary["sim_profile_range"]
+    assert inside["num_steps"] > 0 and inside["num_beyond"] == 0
+    assert "beyond what the profile measured" not in capfd.readouterr().err
+    # whole prompts of up to 3,500 tokens in one step: the calibration's steps (budget 2048)
+    # held at most 2,048
+    long = _sim(compose_cfg, profile_file, "workload.prompt_len.mean=3000",
+                "workload.prompt_len.max=3500", "budget.max_num_batched_tokens=4096").summary  # fmt: skip
+    r = long["sim_profile_range"]
+    measured = r["measured_max"]["prefill_tokens"]
+    assert measured == 2048 and r["beyond"]["prefill_tokens"] > 0
+    assert 0 < r["num_beyond"] <= r["num_steps"]
+    err = capfd.readouterr().err
+    assert f"engine=sim: {r['num_beyond']:,} of {r['num_steps']:,} steps" in err
+    assert f"prefill_tokens > {measured:,.0f}: {r['beyond']['prefill_tokens']:,}" in err
