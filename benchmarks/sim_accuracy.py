@@ -93,32 +93,63 @@ def figure(summary: dict, key: str, pct: str | None):
     return v.get(pct) if pct and isinstance(v, dict) else v
 
 
-def run_cases(args) -> int:
+def engine_overrides(args) -> list[str]:
+    """The overrides of `--engine`, `--profile`, `--model` and `--override` (add_engine_args)."""
+    engine = ["engine=sim", f"engine.profile={args.profile}"] if args.engine == "sim" else [
+        f"engine={args.engine}"]  # fmt: skip
+    return engine + [f"model={args.model}"] + list(args.override or [])
+
+
+def add_engine_args(parser) -> None:
+    parser.add_argument("--engine", default="cuda", help="cuda | cpu | sim")
+    parser.add_argument("--profile", default="h200_llama3_8b")
+    parser.add_argument("--model", default="llama3_8b")
+    parser.add_argument("--override", nargs="*", help="extra Hydra overrides for every run")
+
+
+class SharedModel:
+    """The executor of each run, and one model for every real run (built with the first)."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine, self.model = engine, None
+
+    def executor(self, cfg):
+        from harness.run import build_executor
+
+        executor = build_executor(cfg)
+        if self.engine != "sim" and self.model is None:
+            from harness.models.loader import build_model
+
+            self.model = build_model(executor.preset, cfg.model.path, executor.device,
+                                     executor.dtype, seed=cfg.model.seed)  # fmt: skip
+        return executor
+
+
+def compose_run(overrides: list[str]):
+    """The run config of these overrides, outside a Hydra job."""
     from harness.config import compose
-    from harness.run import build_executor, run
+
+    return _without_hydra(compose(overrides))
+
+
+def run_cases(args) -> int:
+    from harness.run import run
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    engine = ["engine=sim", f"engine.profile={args.profile}"] if args.engine == "sim" else [
-        f"engine={args.engine}"]  # fmt: skip
-    engine += [f"model={args.model}"] + list(args.override or [])
-    model = None
+    engine = engine_overrides(args)
+    shared = SharedModel(args.engine)
     chosen = cases()
     names = args.cases or list(chosen)
     recorded: dict = {}
     for name in names:
-        cfg = compose([*COMMON, *engine, *chosen[name]])
-        cfg = _without_hydra(cfg)
-        executor = build_executor(cfg)
+        cfg = compose_run([*COMMON, *engine, *chosen[name]])
+        executor = shared.executor(cfg)
         if args.record_steps:
             from harness.calibrate import RecordingExecutor
 
             executor = RecordingExecutor(executor)
-        if args.engine != "sim" and model is None:  # one model for every real case
-            from harness.models.loader import build_model
-
-            model = build_model(executor.preset, cfg.model.path, executor.device, executor.dtype,
-                                seed=cfg.model.seed)  # fmt: skip
+        model = shared.model
         t0 = time.perf_counter()
         result = run(cfg, None, model=model, executor=executor)
         wall = time.perf_counter() - t0
@@ -254,12 +285,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--engine", default="cuda", help="cuda | cpu | sim")
-    r.add_argument("--profile", default="h200_llama3_8b")
-    r.add_argument("--model", default="llama3_8b")
+    add_engine_args(r)
     r.add_argument("--out", required=True)
     r.add_argument("--cases", nargs="*")
-    r.add_argument("--override", nargs="*", help="extra Hydra overrides for every case")
     r.add_argument("--record-steps", help="an .npz file: every step's features and measured "
                    "times, per case (diagnosis)")  # fmt: skip
     c = sub.add_parser("compare")

@@ -23,6 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# the engine options, one model for every real probe: as the accuracy cases
+from sim_accuracy import SharedModel, add_engine_args, compose_run, engine_overrides  # noqa: E402
+
 WINDOW = ["workload=azure_code", "workload.start_s=600", "workload.duration_s=20"]
 KNOB = "workload.target_rate"
 POLICIES = {
@@ -34,29 +37,19 @@ COMMON = ["logger=none", "engine.progress=false", "seed=0"]
 
 def run_search(args) -> int:
     from harness.capacity import bisect_capacity, meets_slo
-    from harness.config import compose
-    from harness.run import build_executor, run
+    from harness.run import run
 
-    engine = ["engine=sim", f"engine.profile={args.profile}"] if args.engine == "sim" else [
-        f"engine={args.engine}"]  # fmt: skip
-    engine += [f"model={args.model}"] + list(args.override or [])
+    engine = engine_overrides(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = None
+    shared = SharedModel(args.engine)  # one model for every probe
     for name in args.policies:
 
         def probe(rate: float, name=name) -> bool:
-            nonlocal model
-            cfg = compose([*COMMON, *engine, *WINDOW, *POLICIES[name], f"{KNOB}={rate:.6g}"])
-            cfg = _without_hydra(cfg)
-            executor = build_executor(cfg)
-            if args.engine != "sim" and model is None:  # one model for every probe
-                from harness.models.loader import build_model
-
-                model = build_model(executor.preset, cfg.model.path, executor.device,
-                                    executor.dtype, seed=cfg.model.seed)  # fmt: skip
+            cfg = compose_run([*COMMON, *engine, *WINDOW, *POLICIES[name], f"{KNOB}={rate:.6g}"])
+            executor = shared.executor(cfg)
             t0 = time.perf_counter()
-            s = run(cfg, None, model=model, executor=executor).summary
+            s = run(cfg, None, model=shared.model, executor=executor).summary
             ok = meets_slo(s, cfg.slo.ttft_s, cfg.slo.tpot_s)
             row = {"policy": name, "rate": rate, "meets_slo": ok, "p99_ttft_s": s["ttft_s"]["p99"],
                    "p99_tpot_s": s["tpot_s"]["p99"], "num_finished": s["num_finished"],
@@ -125,28 +118,17 @@ def compare(args) -> int:
     return 0
 
 
-def _without_hydra(cfg):
-    from omegaconf import OmegaConf
-
-    OmegaConf.set_struct(cfg, False)
-    cfg.pop("hydra", None)
-    return cfg
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--engine", default="cuda", help="cuda | cpu | sim")
-    r.add_argument("--profile", default="h200_llama3_8b")
-    r.add_argument("--model", default="llama3_8b")
+    add_engine_args(r)
     r.add_argument("--out", required=True, help="a JSON-lines file, appended to")
     r.add_argument("--policies", nargs="*", default=list(POLICIES), choices=list(POLICIES))
     r.add_argument("--low", type=float, default=4.0)
     r.add_argument("--high", type=float, default=32.0)
     r.add_argument("--iters", type=int, default=8)
     r.add_argument("--rel-tol", type=float, default=0.03)
-    r.add_argument("--override", nargs="*", help="extra Hydra overrides for every probe")
     r.add_argument("--rates", nargs="*", type=float,
                    help="probe exactly these rates instead of searching (e.g. the real side's, "
                    "to compare the latency at each); with `compare --at` FILE")  # fmt: skip
