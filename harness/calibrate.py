@@ -316,6 +316,14 @@ class RecordingExecutor:
         return out + [None]
 
 
+def host_times(steps, recording: RecordingExecutor) -> tuple[list, list]:
+    """Per step, the host's own time before its launch (its swaps left out: they are modelled
+    apart) and after it (`RecordingExecutor.host_after_launch`, less the next step's whole
+    preparation, its swaps included)."""
+    before = [rec.host_time_s - rec.swap_time_s for rec in steps]
+    return before, recording.host_after_launch([rec.host_time_s for rec in steps])
+
+
 class _TimedHandle:
     """A launched step's handle that times the host's wait in `result()`."""
 
@@ -412,9 +420,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     runner = getattr(executor, "runner", None)
     if getattr(runner, "graphs", None) is not None:
         buckets = list(runner.graphs.sizes)
-    # the host's own work before a launch (its swaps are modelled apart) and after it
-    before = [rec.host_time_s - rec.swap_time_s for rec in recorder.steps]
-    after = recording.host_after_launch(before)
+    before, after = host_times(recorder.steps, recording)
     points = []
     for j, (s, rec, batch) in enumerate(
         zip(plan.steps, recorder.steps, recording.batches, strict=True)
@@ -439,7 +445,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         cfg.engine.gpu_memory_utilization, "cpu_kv_cache_gb": cfg.engine.cpu_kv_cache_gb,
         "cpu_swap_gb": cfg.engine.cpu_swap_gb, "enable_prefix_caching": caching,
         "num_steps": len(plan.steps),
-        "num_cells": plan.cell + 1, "repeats": grid["repeats"], "measure_s": round(elapsed, 3), "clock": clock_kind,
+        "num_cells": plan.cell + 1, "repeats": grid["repeats"], "host_after_excludes_swaps": True, "measure_s": round(elapsed, 3), "clock": clock_kind,
     }  # fmt: skip
     info = {
         "device": _device_name(executor), "dtype": executor.dtype_name,
@@ -577,7 +583,7 @@ def _git_commit() -> str | None:
                              text=True, cwd=here, timeout=10)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    lines = out.stdout.split()
+    lines = out.stdout.splitlines()
     if out.returncode or len(lines) != 2 or Path(lines[0]).resolve() != here.parent:
         return None
     return lines[1]

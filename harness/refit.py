@@ -2,12 +2,18 @@
 calibrations of one model on one device (`python -m harness.calibrate --refit A.json [B.json
 ...] --out FILE`). No executor runs: the points are those the calibrations measured.
 
+The calibrations merged must have been measured alike: the same device, dtype, model shape,
+block size, pipelining and CUDA graphs, and all with the host's times or none.
+
 A feature a point does not hold (it was measured before the feature existed) is derived from
 the ones it holds where the calibration grid makes that exact, else the refit refuses:
-- `decode_max_ctx` (the longest decode row's context) = `decode_ctx / decode_rows`: the rows of
-  a grid cell's decode steps share one context (a swap cell's two rows do not; those few
-  points get their mean);
+- `decode_max_ctx` (the longest decode row's context) = `decode_ctx` over the decode rows (a
+  mixed step's `mixed_decode`, else `decode_rows`): the rows of a grid cell's decode steps share
+  one context, and the grid's batch sizes are CUDA-graph buckets, so no padded row counts (a
+  swap cell's two rows do not share one; those few points get their mean);
 - the host's `host_mixed` = a step with prefill rows and decode rows (`mixed_decode > 0`).
+Points measured before `settings.host_after_excludes_swaps` held the next step's swap in
+`host_after_s`; the refit takes it out (the next point is the next step).
 """
 
 from __future__ import annotations
@@ -19,10 +25,21 @@ from pathlib import Path
 from harness.config import ConfigError
 from harness.sim_model import FEATURES, HOST_FEATURES
 
+
+def _decode_max_ctx(p: dict) -> float:
+    rows = p["mixed_decode"] or p["decode_rows"]
+    return p["decode_ctx"] / rows if rows else 0.0
+
+
 DERIVED = {
-    "decode_max_ctx": lambda p: p["decode_ctx"] / p["decode_rows"] if p["decode_rows"] else 0.0,
+    "decode_max_ctx": _decode_max_ctx,
     "host_mixed": lambda p: float(p["prefill_rows"] > 0 and p["mixed_decode"] > 0),
 }
+# what calibrations merged must share: (where in the profile, the key)
+ALIKE = (("", "device"), ("", "dtype"), ("kv_capacity", "block_size"),
+         ("settings", "async_scheduling"), ("settings", "cuda_graphs"),
+         ("settings", "decode_buckets"))  # fmt: skip
+MODELS = ("step_model", "reference_model", "swap_model", "host_model")
 
 
 def points_of(profile: dict) -> list[dict]:
@@ -30,37 +47,60 @@ def points_of(profile: dict) -> list[dict]:
     return [dict(zip(cols, row, strict=True)) for row in profile["points"]["rows"]]
 
 
+def _check_alike(paths: list[str], profiles: list[dict]) -> None:
+    first = profiles[0]
+    for path, prof in zip(paths[1:], profiles[1:], strict=True):
+        for where, key in ALIKE:
+            a, b = (
+                (first.get(where, {}) if where else first),
+                (prof.get(where, {}) if where else prof),
+            )
+            if a.get(key) != b.get(key):
+                name = f"{where}.{key}" if where else key
+                raise ConfigError(f"--refit: {path} was measured with {name} {b.get(key)!r}, "
+                                  f"{paths[0]} with {a.get(key)!r}")  # fmt: skip
+        if prof["model"]["args"] != first["model"]["args"]:
+            raise ConfigError(f"--refit: {path} is a profile of another model than {paths[0]}")
+    hosts = ["host_before_s" in prof["points"]["columns"] for prof in profiles]
+    if any(hosts) and not all(hosts):
+        without = [p for p, h in zip(paths, hosts, strict=True) if not h]
+        raise ConfigError(
+            f"--refit: {', '.join(without)} hold no host times, "
+            f"{paths[hosts.index(True)]} does: merge calibrations measured alike"
+        )
+
+
 def refit(paths: list[str], name: str | None = None) -> dict:
-    """One profile from the points of `paths` (the first one's device, model, KV capacity and
-    settings; the others must have the same device, model shape and dtype)."""
+    """One profile from the points of `paths` (the first one's KV capacity and settings)."""
     from harness.calibrate import fit_profile
 
     profiles = [json.loads(Path(p).read_text()) for p in paths]
+    _check_alike(paths, profiles)
     first = profiles[0]
     points, derived, offset = [], set(), 0
-    for path, prof in zip(paths, profiles, strict=True):
-        for key in ("device", "dtype"):
-            if prof[key] != first[key]:
-                raise ConfigError(f"--refit: {path} was measured with {key} {prof[key]!r}, "
-                                  f"{paths[0]} with {first[key]!r}")  # fmt: skip
-        if prof["model"]["args"] != first["model"]["args"]:
-            raise ConfigError(f"--refit: {path} is a profile of another model than {paths[0]}")
+    for prof in profiles:
         pts = points_of(prof)
+        host = "host_before_s" in prof["points"]["columns"]
         for p in pts:
-            host = (f"host_{h}" for h in HOST_FEATURES) if "host_before_s" in p else ()
-            for f in (*FEATURES, *host):
+            for f in (*FEATURES, *(f"host_{h}" for h in HOST_FEATURES if host)):
                 if f not in p:
                     if f not in DERIVED:
-                        raise ConfigError(f"--refit: the points of {path} lack {f!r}, which "
-                                          "cannot be derived: calibrate again")  # fmt: skip
+                        raise ConfigError(f"--refit: the points of {prof.get('name')} lack {f!r},"
+                                          " which cannot be derived: calibrate again")  # fmt: skip
                     p[f] = DERIVED[f](p)
                     derived.add(f)
             p["cell"] += offset  # cells stay distinct (held-out cells are every fourth)
+        if host and not prof["settings"].get("host_after_excludes_swaps"):
+            for p, nxt in zip(pts, pts[1:], strict=False):
+                if p["host_after_s"] is not None:
+                    p["host_after_s"] -= nxt["swap_time_s"]
+            derived.add("host_after_s")
         offset = max(p["cell"] for p in pts) + 1 if pts else offset
         points += pts
     pipelined = bool(first["settings"].get("async_scheduling"))
-    out = {k: v for k, v in first.items() if k not in ("points",)}
+    out = {k: v for k, v in first.items() if k not in ("points", *MODELS)}
     out.update(fit_profile(points, pipelined))
+    out["settings"] = {**first["settings"], "host_after_excludes_swaps": True}
     out["name"] = name
     out["refit"] = {
         "from": [{"file": Path(p).name, "commit": prof.get("commit"), "date": prof.get("date"),

@@ -230,9 +230,8 @@ class ProfileStepCost:
         cols = profile.get("points", {}).get("columns", [])
         rows = profile.get("points", {}).get("rows", [])
         self.measured_max = {
-            f: max((float(r[cols.index(f)]) for r in rows), default=0.0)
-            for f in RANGE_FEATURES if f in cols
-        }  # fmt: skip
+            f: max(float(r[cols.index(f)]) for r in rows) for f in RANGE_FEATURES if f in cols
+        } if rows else {}  # fmt: skip
         self._range = [(FEATURES.index(f), m) for f, m in self.measured_max.items()]
         self.beyond = dict.fromkeys(self.measured_max, 0)  # steps beyond, per feature
         self.num_beyond = self.num_steps = 0
@@ -253,6 +252,9 @@ class ProfileStepCost:
             False: (swaps["out"]["fixed_s"], swaps["out"]["per_block_s"] * scale),
             True: (swaps["in"]["fixed_s"], swaps["in"]["per_block_s"] * scale),
         }
+        # Measured with pipelining, a swap was timed from its call: its wait for the step in
+        # flight is inside the fitted time (the fixed part holds the typical wait)
+        self._swap_timed_with_wait = bool(profile["settings"].get("async_scheduling"))
 
     def step_time(self, batch) -> float:
         x = features(batch, self.buckets)
@@ -290,3 +292,14 @@ class ProfileStepCost:
     def swap_time(self, num_blocks: int, swap_in: bool = False) -> float:
         fixed, per_block = self._swap[bool(swap_in)]
         return fixed + per_block * num_blocks
+
+    def swap_end(self, now: float, device_free: float, num_blocks: int, swap_in: bool) -> float:
+        """When a swap called at `now`, behind what the device runs until `device_free`, ends.
+        Timed with pipelining, the fitted time already holds a typical wait for the step in
+        flight: the swap ends that long after its call, or after the step in flight plus the
+        copy when that step runs longer. Otherwise it follows the step in flight."""
+        fixed, per_block = self._swap[bool(swap_in)]
+        copy = per_block * num_blocks
+        if self._swap_timed_with_wait:
+            return max(now + fixed + copy, device_free + copy)
+        return max(device_free, now) + (fixed + copy)  # as swap_time: the same float

@@ -72,6 +72,10 @@ class Timeline:
     def swap(self, num_blocks: int, swap_in: bool) -> None:
         """A swap copy: it runs after what the device has in flight, and the host waits for it
         (the blocks it frees or fills are used by the very next step)."""
-        start = max(self.device_free_s, self.clock.now())
-        self.device_free_s = start + self.cost.swap_time(num_blocks, swap_in)
+        swap_end = getattr(self.cost, "swap_end", None)  # a model that knows how it was timed
+        if swap_end is not None:
+            self.device_free_s = swap_end(self.clock.now(), self.device_free_s, num_blocks, swap_in)
+        else:
+            start = max(self.device_free_s, self.clock.now())
+            self.device_free_s = start + self.cost.swap_time(num_blocks, swap_in)
         self.clock.wait_until(self.device_free_s)

@@ -120,7 +120,9 @@ class SimExecutor:
 
     def run_notes(self) -> dict:
         """For the run's summary: the steps whose sizes went beyond the profile's grid."""
-        return {"sim_profile_range": self.step_cost.range_report()} if self.step_cost else {}
+        if self.step_cost is None or not self.step_cost.measured_max:
+            return {}  # a profile without its points: the range is unknown, nothing to say
+        return {"sim_profile_range": self.step_cost.range_report()}
 
     # -- the executor interface (harness/executors/base.py) ------------------------------
     def launch(self, batch, feed_from=None) -> _Done:

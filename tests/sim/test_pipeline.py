@@ -86,3 +86,62 @@ def test_calibration_attributes_the_hosts_time_between_launches():
     after = rec.host_after_launch([0.001, 0.002, 0.003])
     assert after[:2] == pytest.approx([0.010 - 0.004 - 0.002, 0.015 - 0.006 - 0.003])
     assert after[2] is None
+
+
+def test_a_pipelined_swap_waits_for_the_step_in_flight_once(tmp_path):
+    # A pipelined calibration times a swap from its call: the wait for the step in flight is
+    # inside the fitted time (its fixed part). With a 10 ms step in flight, a swap whose fitted
+    # fixed part is 4 ms ends when that step does, plus the copy (2 blocks of 0.5 ms): 11 ms,
+    # not 10 + 4 + 1.
+    from harness.serve import VirtualClock
+    from harness.sim_model import ProfileStepCost
+    from harness.step_cost import Timeline
+
+    p = load_profile(str(_profile(tmp_path, True)))
+    p["swap_model"] = {d: {"fixed_s": 0.004, "per_block_s": 0.0005} for d in ("out", "in")}
+    clock = VirtualClock()
+    t = Timeline(ProfileStepCost(p), clock)
+    t.launch(_one_row_batch())
+    assert t.device_free_s == pytest.approx(D)
+    t.swap(2, swap_in=True)
+    assert clock.now() == pytest.approx(0.011) and t.device_free_s == pytest.approx(0.011)
+    # nothing in flight: the fitted time as it is (4 ms + the copy), from now
+    t.swap(2, swap_in=False)
+    assert clock.now() == pytest.approx(0.011 + 0.005)
+    # a profile measured without pipelining: its swaps never waited for a step; they follow it
+    p["settings"]["async_scheduling"] = False
+    clock = VirtualClock()
+    t = Timeline(ProfileStepCost(p), clock)
+    t.launch(_one_row_batch())
+    t.swap(2, swap_in=True)
+    assert clock.now() == pytest.approx(D + 0.005)
+
+
+def _one_row_batch():
+    import numpy as np
+
+    from harness.batch import Batch
+
+    return Batch(
+        input_ids=np.zeros(1, np.int64), positions=np.zeros(1, np.int64),
+        slot_mapping=np.zeros(1, np.int64), query_start_loc=np.array([0, 1], np.int32),
+        seq_lens=np.array([8], np.int32), block_tables=np.zeros((1, 1), np.int32),
+        logits_indices=np.array([0]), max_query_len=1, max_seq_len=8, num_decode_seqs=1,
+    )  # fmt: skip
+
+
+def test_calibration_leaves_a_swap_out_of_the_previous_steps_host_time():
+    # Step 1 swapped for 30 ms while preparing: that is step 1's, not step 0's after-launch work.
+    from harness.calibrate import host_times
+    from harness.records import StepRecord
+
+    def rec(host, swap):
+        return StepRecord(**{**dict.fromkeys(StepRecord.__dataclass_fields__, 0),
+                             "host_time_s": host, "swap_time_s": swap})  # fmt: skip
+
+    r = RecordingExecutor(executor=None)
+    r.launch_s = [0.0, 0.050, 0.060]
+    r.waits = []
+    before, after = host_times([rec(0.001, 0.0), rec(0.032, 0.030), rec(0.001, 0.0)], r)
+    assert before == pytest.approx([0.001, 0.002, 0.001])
+    assert after[0] == pytest.approx(0.050 - 0.032) and after[1] == pytest.approx(0.010 - 0.001)

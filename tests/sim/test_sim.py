@@ -178,3 +178,48 @@ def test_a_run_says_which_steps_were_beyond_what_the_profile_measured(compose_cf
     err = capfd.readouterr().err
     assert f"engine=sim: {r['num_beyond']:,} of {r['num_steps']:,} steps" in err
     assert f"prefill_tokens > {measured:,.0f}: {r['beyond']['prefill_tokens']:,}" in err
+
+
+def test_refit_takes_calibrations_measured_alike_only(profile_file, tmp_path):
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    cols = p["points"]["columns"]
+    keep = [i for i, c in enumerate(cols) if not c.startswith("host_")]
+    bare = dict(p, points={"columns": [cols[i] for i in keep],
+                           "rows": [[r[i] for i in keep] for r in p["points"]["rows"]]})  # fmt: skip
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    for paths in ([profile_file, tmp_path / "bare.json"], [tmp_path / "bare.json", profile_file]):
+        with pytest.raises(ConfigError, match="host"):
+            refit([str(x) for x in paths])
+    other = dict(p, settings={**p["settings"], "async_scheduling": True})
+    (tmp_path / "pipelined.json").write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match="async_scheduling"):
+        refit([str(profile_file), str(tmp_path / "pipelined.json")])
+    # a refit's models are its own fit, none copied from the first file
+    only_bare = refit([str(tmp_path / "bare.json")])
+    assert "host_model" not in only_bare
+
+
+def test_refit_takes_the_next_steps_swap_out_of_older_host_points(profile_file, tmp_path):
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    assert p["settings"]["host_after_excludes_swaps"]
+    cols = p["points"]["columns"]
+    after, swap = cols.index("host_after_s"), cols.index("swap_time_s")
+    rows = p["points"]["rows"]
+    old = [list(r) for r in rows]  # as measured before: the next step's swap inside
+    for r, nxt in zip(old, rows[1:], strict=False):
+        if r[after] is not None:
+            r[after] += nxt[swap]
+    del p["settings"]["host_after_excludes_swaps"]
+    p["points"]["rows"] = old
+    (tmp_path / "old.json").write_text(json.dumps(p))
+    fixed = refit([str(tmp_path / "old.json")])
+    assert "host_after_s" in fixed["refit"]["derived_features"]
+    c = fixed["points"]["columns"]
+    got = [r[c.index("host_after_s")] for r in fixed["points"]["rows"]]
+    want = [r[after] for r in rows]
+    assert any(nxt[swap] > 0 for nxt in rows[1:])
+    assert got == pytest.approx(want)
