@@ -271,10 +271,59 @@ def compare(args) -> int:
                  f"3%, latency percentiles 10%); worst: {worst[2]} of {worst[1]} "
                  f"({worst[0]:.1%})")  # fmt: skip
     text = "\n".join(lines)
+    if getattr(args, "summary", False):
+        text += "\n\n" + summary_table(real, sim, Path(args.repeat) if args.repeat else None)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
     return 0
+
+
+def summary_table(real: Path, sim: Path, repeat: Path | None = None) -> str:
+    """Per figure: the median absolute error of `sim` against `real` and how many cases are
+    within tolerance; with `repeat` (another real run of the same cases) the same for the two
+    real runs, and how many simulated figures are within tolerance or no further from `real`
+    than the repeat is (the real engine's own run-to-run difference)."""
+    errs: dict[str, list[tuple[float, float | None, float]]] = {}
+    for path in sorted(real.glob("*.json")):
+        if not (sim / path.name).exists() or (repeat and not (repeat / path.name).exists()):
+            continue
+        a = json.loads(path.read_text())["summary"]
+        b = json.loads((sim / path.name).read_text())["summary"]
+        c = json.loads((repeat / path.name).read_text())["summary"] if repeat else None
+        for key, pct, label, tol in FIGURES:
+            x, y = figure(a, key, pct), figure(b, key, pct)
+            if not x or y is None:
+                continue
+            z = figure(c, key, pct) if c else None
+            errs.setdefault(label, []).append(
+                (abs(y - x) / x, abs(z - x) / x if z is not None else None, tol)
+            )
+    head = "| figure | sim vs real: median abs error | within tolerance |"
+    sep = "|---|---|---|"
+    if repeat:
+        head += " real vs repeat: median abs difference | within tolerance | sim within tolerance or the repeat's difference |"
+        sep += "---|---|---|"
+    lines, totals = [head, sep], [0, 0, 0, 0]
+    for label, v in errs.items():
+        e = np.array([x for x, _, _ in v])
+        tol = v[0][2]
+        ok = int((e <= tol).sum())
+        totals[0] += ok
+        totals[3] += len(e)
+        row = f"| {label} | {np.median(e):.1%} | {ok} / {len(e)} |"
+        if repeat:
+            rr = np.array([r for _, r, _ in v])
+            okr, band = int((rr <= tol).sum()), int((e <= np.maximum(tol, rr)).sum())
+            totals[1] += okr
+            totals[2] += band
+            row += f" {np.median(rr):.1%} | {okr} / {len(e)} | {band} / {len(e)} |"
+        lines.append(row)
+    n = totals[3]
+    last = f"| all | | {totals[0]} / {n} |"
+    if repeat:
+        last += f" | {totals[1]} / {n} | {totals[2]} / {n} |"
+    return "\n".join([*lines, last])
 
 
 def _fmt(v: float, key: str) -> str:
@@ -294,6 +343,13 @@ def main(argv=None) -> int:
     c.add_argument("real")
     c.add_argument("sim")
     c.add_argument("--out")
+    c.add_argument(
+        "--summary",
+        action="store_true",
+        help="also the per-figure table: median errors, figures within tolerance",
+    )
+    c.add_argument("--repeat", help="another real run of the same cases (DIR): the real "
+                   "engine's own run-to-run difference beside the simulator's")  # fmt: skip
     sub.add_parser("list")
     g = sub.add_parser("from-log")
     g.add_argument("log")
