@@ -187,6 +187,53 @@ def _record_steps(recorded: dict, name: str, executor, steps) -> None:
     recorded[f"{name}/host_after_s"] = np.array([np.nan if a is None else a for a in after])
 
 
+def diagnose(args) -> int:
+    """What a profile predicts for the steps real runs took (`run --record-steps`): per case and
+    step kind, the measured device time over the predicted one (summed), and the host's median
+    time before and after a launch, measured and predicted. Steps recorded with fewer features
+    than the profile's get the missing ones derived as `harness.refit` does (for a real run's
+    decode rows, which do not share one context, `decode_max_ctx` so derived is their mean)."""
+    from harness.refit import DERIVED
+    from harness.sim_model import FEATURES, HOST_FEATURES, load_profile
+
+    prof = load_profile(args.profile)
+    c = np.array(prof["step_model"]["coef"])
+    host = prof.get("host_model")
+    data = np.load(args.steps)
+    print(
+        "| case | kind | steps | device measured / predicted (sum) | host before, measured / "
+        "predicted (median ms) | host after, measured / predicted (median ms) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for case in sorted({k.split("/")[0] for k in data.files}):
+        x, h = data[f"{case}/x"], data[f"{case}/h"]
+        if x.shape[1] < len(FEATURES):  # derive the features the recording lacks
+            missing = FEATURES[x.shape[1] :]
+            extra = [[DERIVED[f](dict(zip(FEATURES, r, strict=False))) for f in missing] for r in x]
+            x = np.column_stack([x, np.array(extra)])
+        y = data[f"{case}/device_time_s"]
+        before, after = data[f"{case}/host_before_s"], data[f"{case}/host_after_s"]
+        pred = x @ c[: x.shape[1]]
+        kinds = {
+            "decode": x[:, 1] == 0,
+            "mixed": x[:, 9] > 0,
+            "prefill": (x[:, 1] > 0) & (x[:, 9] == 0),
+        }
+        for kind, m in kinds.items():
+            if m.sum() < 5:
+                continue
+            row = f"| {case} | {kind} | {int(m.sum())} | {y[m].sum() / pred[m].sum():.3f} |"
+            if host and h.shape[1] == len(HOST_FEATURES):
+                pb = h[m] @ np.array(host["before_launch"]["coef"])
+                pa = h[m] @ np.array(host["after_launch"]["coef"])
+                row += (f" {np.nanmedian(before[m]) * 1e3:.2f} / {np.median(pb) * 1e3:.2f} |"
+                        f" {np.nanmedian(after[m]) * 1e3:.1f} / {np.median(pa) * 1e3:.1f} |")  # fmt: skip
+            else:
+                row += " | |"
+            print(row)
+    return 0
+
+
 def _append_brief(path: Path, record: dict) -> None:
     s = record["summary"]
     brief = {
@@ -351,6 +398,9 @@ def main(argv=None) -> int:
     c.add_argument("--repeat", help="another real run of the same cases (DIR): the real "
                    "engine's own run-to-run difference beside the simulator's")  # fmt: skip
     sub.add_parser("list")
+    d = sub.add_parser("steps", help="what a profile predicts for recorded real steps")
+    d.add_argument("steps", help="the .npz of run --record-steps")
+    d.add_argument("--profile", default="h200_llama3_8b")
     g = sub.add_parser("from-log")
     g.add_argument("log")
     g.add_argument("--out", required=True)
@@ -361,6 +411,8 @@ def main(argv=None) -> int:
         return 0
     if args.cmd == "from-log":
         return from_log(args)
+    if args.cmd == "steps":
+        return diagnose(args)
     return run_cases(args) if args.cmd == "run" else compare(args)
 
 
