@@ -18,7 +18,7 @@ from harness.sim_model import ProfileStepCost, load_profile
 
 # A small grid around what the workload below needs (prompts <= 512, a few running requests).
 GRID = dict(decode_batches=(1, 4, 16, 48), contexts=(32, 256, 768), chunks=(32, 256, 1024),
-            prefill_contexts=(0, 512), swap_blocks=(2, 16), decode_steps=2, mixed_steps=2,
+            prefill_contexts=(0, 512), swap_blocks=(2, 16, 128), decode_steps=2, mixed_steps=2,
             repeats=1)  # fmt: skip
 # Poisson arrivals at about 2/3 of the tiny cpu model's capacity: never part of the grid.
 WORKLOAD = ("workload=poisson", "workload.num_requests=48", "workload.arrival.rate=8",
