@@ -298,10 +298,11 @@ class RecordingExecutor:
         inner = feed_from._handle if isinstance(feed_from, _TimedHandle) else feed_from
         return _TimedHandle(self._executor.launch(batch, inner), self.waits)
 
-    def host_after_launch(self, host_before: list[float]) -> list[float | None]:
+    def host_after_launch(self, prepare_s: list[float]) -> list[float | None]:
         """Per step j, the host's seconds from its launch to the next step's preparation, less
         the waits for tokens: launching it, booking it, reading back and stamping the previous
-        step (`launch[j+1] - launch[j] - waits - host_before[j+1]`); None for the last step."""
+        step (`launch[j+1] - launch[j] - waits - prepare_s[j+1]`, `prepare_s`: each step's whole
+        preparation, its swaps included); None for the last step."""
         out: list[float | None] = []
         waits = sorted(self.waits)
         k = 0
@@ -312,7 +313,7 @@ class RecordingExecutor:
                 if waits[k][0] >= a:
                     waited += waits[k][1]
                 k += 1
-            out.append(b - a - waited - host_before[j + 1])
+            out.append(b - a - waited - prepare_s[j + 1])
         return out + [None]
 
 
@@ -445,7 +446,8 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         cfg.engine.gpu_memory_utilization, "cpu_kv_cache_gb": cfg.engine.cpu_kv_cache_gb,
         "cpu_swap_gb": cfg.engine.cpu_swap_gb, "enable_prefix_caching": caching,
         "num_steps": len(plan.steps),
-        "num_cells": plan.cell + 1, "repeats": grid["repeats"], "host_after_excludes_swaps": True, "measure_s": round(elapsed, 3), "clock": clock_kind,
+        "num_cells": plan.cell + 1, "repeats": grid["repeats"],
+        "host_after_excludes_swaps": True, "measure_s": round(elapsed, 3), "clock": clock_kind,
     }  # fmt: skip
     info = {
         "device": _device_name(executor), "dtype": executor.dtype_name,

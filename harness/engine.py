@@ -59,6 +59,7 @@ class Engine:
     ) -> None:  # fmt: skip
         self.policy, self.executor, self.kv = policy, executor, kv
         self.limits, self.clock, self.recorder = limits, clock, recorder
+        self._record_row = step_sink(recorder)  # a step's values, one tuple (harness/records.py)
         self.temperature, self.top_p = temperature, top_p
         self.admission = admission  # harness.admission.Admission, or None: admit all that fits
         self.timeline = Timeline(step_cost, clock) if step_cost else None  # None: time measured
@@ -262,10 +263,8 @@ class Engine:
         return sampled_rows, finishing
 
     def _record(self, f: _InFlight, end_s: float) -> None:
-        a, batch, rec, d = f.applied, f.batch, self.recorder, f.batch.num_decode_seqs
-        if getattr(self, "_step_sink", (None,))[0] is not rec:  # the recorder may be replaced
-            self._step_sink = (rec, step_sink(rec))
-        self._step_sink[1]((  # a StepRecord's values, in field order
+        a, batch, d = f.applied, f.batch, f.batch.num_decode_seqs
+        self._record_row((  # a StepRecord's values, in field order
             self.num_steps, f.start_s, end_s - max(f.start_s, self._last_end_s),  # pipelined: added
             f.host_done_s - f.start_s, f.device_time_s,
             len(batch.input_ids) - batch.num_padding_tokens - d, d, batch.num_padding_tokens,

@@ -210,9 +210,6 @@ class KVCacheManager:
         """Grow the request's block table to hold `num_tokens`; returns the new block ids."""
         if request_id in self.cpu_block_tables:
             raise RuntimeError(f"request {request_id} is swapped out; swap it in first")
-        table = self.block_tables.get(request_id)
-        if table is not None and len(table) * self.block_size >= num_tokens:
-            return []  # its blocks hold them already (most decode steps)
         new = self.gpu.allocate(self.num_new_blocks(request_id, num_tokens))
         self.block_tables.setdefault(request_id, []).extend(new)
         self._num_table_blocks += len(new)

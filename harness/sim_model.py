@@ -235,16 +235,18 @@ class ProfileStepCost:
         self._range = [(FEATURES.index(f), m) for f, m in self.measured_max.items()]
         self.beyond = dict.fromkeys(self.measured_max, 0)  # steps beyond, per feature
         self.num_beyond = self.num_steps = 0
-        host = profile.get("host_model")
-        if host and profile["settings"].get("async_scheduling"):
+        pipelined = bool(profile["settings"].get("async_scheduling"))
+        host = profile.get("host_model") if pipelined else None
+        # `host_time` (harness/step_cost.Timeline) only for a pipelined profile with a host
+        # model; otherwise the step model's time is the whole step
+        self.host_time = self._host_time if host else None
+        if host:
             if tuple(host["features"]) != HOST_FEATURES:
                 raise ConfigError(f"engine.profile={profile.get('name')}: host features "
                                   f"{host['features']} are not this version's "
                                   f"{list(HOST_FEATURES)}")  # fmt: skip
             self._host = ([float(c) for c in host["before_launch"]["coef"]],
                           [float(c) for c in host["after_launch"]["coef"]])  # fmt: skip
-        else:
-            self.host_time = None  # the step model's time is the whole step (not pipelined)
         swaps = profile["swap_model"]
         # a block of another size moves proportionally many bytes
         scale = block_size / profile["kv_capacity"]["block_size"]
@@ -254,7 +256,7 @@ class ProfileStepCost:
         }
         # Measured with pipelining, a swap was timed from its call: its wait for the step in
         # flight is inside the fitted time (the fixed part holds the typical wait)
-        self._swap_timed_with_wait = bool(profile["settings"].get("async_scheduling"))
+        self._swap_timed_with_wait = pipelined
 
     def step_time(self, batch) -> float:
         x = features(batch, self.buckets)
@@ -280,7 +282,7 @@ class ProfileStepCost:
         return {"num_steps": self.num_steps, "num_beyond": self.num_beyond,
                 "beyond": dict(self.beyond), "measured_max": dict(self.measured_max)}  # fmt: skip
 
-    def host_time(self, batch) -> tuple[float, float]:
+    def _host_time(self, batch) -> tuple[float, float]:
         """The host's seconds before the launch of `batch` and after it (see the module)."""
         h = host_features(batch, self.buckets)
         before, after = self._host
