@@ -24,7 +24,10 @@ Each point also holds the host's own time around its launch (`host_before_s`: pr
 step, its swaps left out; `host_after_s`: launching it, booking it, reading back the previous
 step's tokens, from one launch to the next less the waits for tokens), fitted over
 `harness.sim_model.HOST_FEATURES`: the simulator uses it for a pipelined profile, where the host
-and the device work side by side and the slower sets the pace.
+and the device work side by side and the slower sets the pace. For diagnosis only, each point
+also holds when its launch call began (`launch_at`, unix time) and the call's own wall and CPU
+seconds (`launch_wall_s`, `launch_cpu_s`): more wall than CPU time means the host's core was
+taken by another process (benchmarks/host_drift.py).
 """
 
 from __future__ import annotations
@@ -288,15 +291,22 @@ class RecordingExecutor:
         self._executor, self.batches = executor, []
         self.launch_s: list[float] = []
         self.waits: list[tuple[float, float]] = []  # (when a result() call began, its wait)
+        # each launch call's own (unix time, wall s, this thread's CPU s): a launch that took
+        # more wall than CPU time lost the core to someone else (host contention)
+        self.launch_calls: list[tuple[float, float, float]] = []
 
     def __getattr__(self, name):
         return getattr(self._executor, name)
 
     def launch(self, batch, feed_from=None):
         self.batches.append(batch)
-        self.launch_s.append(time.perf_counter())
+        at, cpu0 = time.time(), time.thread_time()
+        t0 = time.perf_counter()
+        self.launch_s.append(t0)
         inner = feed_from._handle if isinstance(feed_from, _TimedHandle) else feed_from
-        return _TimedHandle(self._executor.launch(batch, inner), self.waits)
+        handle = self._executor.launch(batch, inner)
+        self.launch_calls.append((at, time.perf_counter() - t0, time.thread_time() - cpu0))
+        return _TimedHandle(handle, self.waits)
 
     def host_after_launch(self, prepare_s: list[float]) -> list[float | None]:
         """Per step j, the host's seconds from its launch to the next step's preparation, less
@@ -436,6 +446,8 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
             **{f"host_{k}": v for k, v in zip(HOST_FEATURES, host_features(batch, buckets),
                                               strict=True)},
             "host_before_s": before[j], "host_after_s": after[j],
+            **dict(zip(("launch_at", "launch_wall_s", "launch_cpu_s"), recording.launch_calls[j],
+                       strict=True)),
         })  # fmt: skip
     settings = {
         "executor": cfg.engine.executor._target_, "kind": cfg.engine.kind,
