@@ -33,6 +33,7 @@ taken by another process (benchmarks/host_drift.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
@@ -49,6 +50,7 @@ from harness.sim_model import (
     FEATURES,
     HOST_FEATURES,
     PROFILE_FORMAT,
+    DecodeSplit,
     features,
     fit_absolute,
     fit_relative,
@@ -66,6 +68,9 @@ FULL = dict(
     prefill_contexts=(0, 512, 2048, 8192),
     swap_blocks=(1, 4, 16, 64, 256, 1024),
     max_cell_tokens=2**18,  # a decode cell's B x L (its prefill is most of the grid's time)
+    skew_contexts=(16384, 65536),
+    skew_batches=(2, 8, 16, 32, 64),
+    skew_short=256,
     decode_steps=3,
     mixed_steps=6,  # mixed steps run eagerly, host-bound when small: they need the points
     repeats=1,
@@ -206,35 +211,17 @@ def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, ma
     rotate = 0
     for _ in range(grid["repeats"]):
         p.cell = -1  # a cell's id names its configuration: a repeat is held out with it
-        # decode cells (and mixed steps)
+        # decode cells (and mixed steps): B rows at context L
         for ctx in grid["contexts"]:
             for b in grid["decode_batches"]:
-                steps = grid["decode_steps"] + grid["mixed_steps"]
-                if (
-                    b > max_seqs - 1
-                    or ctx + steps + 1 > max_model_len
-                    or (b * ctx > grid["max_cell_tokens"])
-                ):
-                    continue
-                mixed = [chunks[(rotate + k) % len(chunks)] for k in range(grid["mixed_steps"])]
-                mixed = [min(c, max_tokens - b) for c in mixed if max_tokens - b >= 1]
-                filler_len = sum(mixed)
-                if not p.fits(ctx + steps + 1, b) or (
-                    mixed and not _fits_with(p, ctx, steps, b, filler_len)
-                ):
-                    continue
-                rotate += 1
-                p.cell += 1
-                reqs = [p.new(ctx) for _ in range(b)]
-                p.prefill(reqs)
-                for _ in range(grid["decode_steps"]):
-                    p.decode(reqs)
-                if mixed:
-                    filler = p.new(filler_len)
-                    for k, c in enumerate(mixed):
-                        last = k == len(mixed) - 1
-                        p.decode(reqs, [(filler, c)], finish=[filler] if last else ())
-                p.decode(reqs, finish=reqs)
+                if b * ctx <= grid["max_cell_tokens"]:
+                    rotate = _decode_cell(p, grid, [ctx] * b, chunks, rotate)
+        # skewed decode cells: one row at a long context among B - 1 short ones (the split-KV
+        # kernel cuts the long row into fewer splits as B grows: decode_tail_ctx)
+        for ctx in grid.get("skew_contexts", ()):
+            for b in grid.get("skew_batches", ()):
+                rotate = _decode_cell(p, grid, [ctx] + [grid["skew_short"]] * (b - 1), chunks,
+                                      rotate)  # fmt: skip
         # prefill cells: chunks of P at context C
         for ctx in grid["prefill_contexts"]:
             for c in chunks:
@@ -263,10 +250,31 @@ def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, ma
     return p
 
 
-def _fits_with(p: Planner, ctx: int, steps: int, b: int, filler: int) -> bool:
-    need = b * -(-(ctx + steps + 1) // p.bs) + -(-filler // p.bs)
+def _decode_cell(p: Planner, grid: dict, ctxs: list[int], chunks: list[int], rotate: int) -> int:
+    """Plan one decode cell (rows at contexts `ctxs`: prefilled, a few decode-only steps, then
+    mixed steps with chunks of a filler prompt) if it fits; returns the chunk rotation."""
+    b, steps = len(ctxs), grid["decode_steps"] + grid["mixed_steps"]
+    if b > p.max_seqs - 1 or max(ctxs) + steps + 1 > p.max_model_len:
+        return rotate
+    mixed = [chunks[(rotate + k) % len(chunks)] for k in range(grid["mixed_steps"])]
+    mixed = [min(c, p.max_tokens - b) for c in mixed if p.max_tokens - b >= 1]
+    filler_len = sum(mixed)
+    need = sum(-(-(c + steps + 1) // p.bs) for c in ctxs) + -(-filler_len // p.bs)
     running = sum(not r.swapped for r in p.live.values())
-    return need <= p.num_blocks - p.used() and b + 1 + running <= p.max_seqs
+    if need > p.num_blocks - p.used() or b + bool(mixed) + running > p.max_seqs:
+        return rotate
+    p.cell += 1
+    reqs = [p.new(c) for c in ctxs]
+    p.prefill(reqs)
+    for _ in range(grid["decode_steps"]):
+        p.decode(reqs)
+    if mixed:
+        filler = p.new(filler_len)
+        for k, c in enumerate(mixed):
+            last = k == len(mixed) - 1
+            p.decode(reqs, [(filler, c)], finish=[filler] if last else ())
+    p.decode(reqs, finish=reqs)
+    return rotate + 1
 
 
 class CalibrationPolicy(Policy):
@@ -431,6 +439,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     runner = getattr(executor, "runner", None)
     if getattr(runner, "graphs", None) is not None:
         buckets = list(runner.graphs.sizes)
+    split = _decode_split(executor)
     before, after = host_times(recorder.steps, recording)
     points = []
     for j, (s, rec, batch) in enumerate(
@@ -439,7 +448,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         if s.cell < 0:
             continue
         points.append({
-            "cell": s.cell, **dict(zip(FEATURES, features(batch, buckets), strict=True)),
+            "cell": s.cell, **dict(zip(FEATURES, features(batch, buckets, split), strict=True)),
             "duration_s": rec.duration_s, "device_time_s": rec.device_time_s,
             "swap_time_s": rec.swap_time_s, "swap_out_blocks": rec.num_swapped_out_blocks,
             "swap_in_blocks": rec.num_swapped_in_blocks,
@@ -460,6 +469,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "num_steps": len(plan.steps),
         "num_cells": plan.cell + 1, "repeats": grid["repeats"],
         "host_after_excludes_swaps": True, "measure_s": round(elapsed, 3), "clock": clock_kind,
+        "decode_split": dataclasses.asdict(split) if split else None,
     }  # fmt: skip
     info = {
         "device": _device_name(executor), "dtype": executor.dtype_name,
@@ -586,6 +596,17 @@ def _device_name(executor) -> str:
     import os
 
     return f"cpu: {cpu} ({len(os.sched_getaffinity(0))} cores)"
+
+
+def _decode_split(executor) -> DecodeSplit | None:
+    """On cuda, what the split-KV decode kernel's split count depends on (sim_model)."""
+    device = getattr(executor, "device", None)
+    if getattr(device, "type", None) != "cuda":
+        return None  # the torch reference kernels: no splits
+    import torch
+
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return DecodeSplit(sms, executor.args.num_kv_heads, executor.max_model_len)
 
 
 def _git_commit() -> str | None:

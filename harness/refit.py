@@ -11,19 +11,24 @@ the ones it holds where the calibration grid makes that exact, else the refit re
   mixed step's `mixed_decode`, else `decode_rows`): the rows of a grid cell's decode steps share
   one context, and the grid's batch sizes are CUDA-graph buckets, so no padded row counts (a
   swap cell's two rows do not share one; those few points get their mean);
-- the host's `host_mixed` = a step with prefill rows and decode rows (`mixed_decode > 0`).
+- the host's `host_mixed` = a step with prefill rows and decode rows (`mixed_decode > 0`);
+- `decode_tail_ctx` (sim_model) from `decode_max_ctx`, `decode_ctx` and the rows the kernel saw
+  (a decode-only step's graph bucket, `decode_rows`; a mixed step's `mixed_decode`), with the
+  split rule (`settings.decode_split`) of a calibration in the merge (they share the device
+  and the model); 0 on a cpu profile.
 Points measured before `settings.host_after_excludes_swaps` held the next step's swap in
 `host_after_s`; the refit takes it out (the next point is the next step).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
 
 from harness.config import ConfigError
-from harness.sim_model import FEATURES, HOST_FEATURES
+from harness.sim_model import FEATURES, HOST_FEATURES, DecodeSplit
 
 
 def _decode_max_ctx(p: dict) -> float:
@@ -35,6 +40,33 @@ DERIVED = {
     "decode_max_ctx": _decode_max_ctx,
     "host_mixed": lambda p: float(p["prefill_rows"] > 0 and p["mixed_decode"] > 0),
 }
+def _tail_ctx(split: DecodeSplit | None, buckets: list[int] | None):
+    """decode_tail_ctx of an older point (see the module docstring)."""
+
+    def derive(p: dict) -> float:
+        if split is None or not p["decode_max_ctx"]:
+            return 0.0
+        graph = bool(buckets) and not p["prefill"] and p["decode_rows"] <= buckets[-1]
+        rows = int(p["mixed_decode"] or p["decode_rows"])
+        bound = split.graph_bound if graph else int(p["decode_max_ctx"])
+        return split.tail(p["decode_max_ctx"], p["decode_ctx"], rows, bound)
+
+    return derive
+
+
+def _split_of(paths: list[str], profiles: list[dict]) -> DecodeSplit | None:
+    """The split rule of the calibrations merged; a cuda one without it cannot be refitted."""
+    for prof in profiles:
+        split = DecodeSplit.of(prof["settings"])
+        if split is not None:
+            return split
+    if profiles[0]["settings"].get("kind") == "cuda":
+        raise ConfigError(f"--refit: {', '.join(paths)} record no decode_split (measured before "
+                          "decode_tail_ctx existed): merge them with a calibration of this "
+                          "version on the same device")  # fmt: skip
+    return None
+
+
 # what calibrations merged must share: (where in the profile, the key)
 ALIKE = (("", "device"), ("", "dtype"), ("kv_capacity", "block_size"),
          ("settings", "async_scheduling"), ("settings", "cuda_graphs"),
@@ -77,6 +109,9 @@ def refit(paths: list[str], name: str | None = None) -> dict:
     profiles = [json.loads(Path(p).read_text()) for p in paths]
     _check_alike(paths, profiles)
     first = profiles[0]
+    split = _split_of(paths, profiles)
+    derive = {**DERIVED, "decode_tail_ctx": _tail_ctx(split, first["settings"].get(
+        "decode_buckets"))}  # fmt: skip
     points, derived, offset = [], set(), 0
     for prof in profiles:
         pts = points_of(prof)
@@ -84,10 +119,10 @@ def refit(paths: list[str], name: str | None = None) -> dict:
         for p in pts:
             for f in (*FEATURES, *(f"host_{h}" for h in HOST_FEATURES if host)):
                 if f not in p:
-                    if f not in DERIVED:
+                    if f not in derive:
                         raise ConfigError(f"--refit: the points of {prof.get('name')} lack {f!r},"
                                           " which cannot be derived: calibrate again")  # fmt: skip
-                    p[f] = DERIVED[f](p)
+                    p[f] = derive[f](p)
                     derived.add(f)
             p["cell"] += offset  # cells stay distinct (held-out cells are every fourth)
         if host and not prof["settings"].get("host_after_excludes_swaps"):
@@ -100,7 +135,8 @@ def refit(paths: list[str], name: str | None = None) -> dict:
     pipelined = bool(first["settings"].get("async_scheduling"))
     out = {k: v for k, v in first.items() if k not in ("points", *MODELS)}
     out.update(fit_profile(points, pipelined))
-    out["settings"] = {**first["settings"], "host_after_excludes_swaps": True}
+    out["settings"] = {**first["settings"], "host_after_excludes_swaps": True,
+                       "decode_split": dataclasses.asdict(split) if split else None}  # fmt: skip
     out["name"] = name
     out["refit"] = {
         "from": [{"file": Path(p).name, "commit": prof.get("commit"), "date": prof.get("date"),

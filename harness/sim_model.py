@@ -22,7 +22,15 @@ Step time = c . x(batch), x =
                    one row read its context in turn, so a long row sets the kernel's time when
                    the total does not (measured on the H200: 8 rows over 91k tokens, one of them
                    long, 17 ms against 7 ms for 8 rows of 11k each)
-
+  decode_tail_ctx  the tokens the longest decode row's programs read beyond an even share of
+                   the step's decode work. The split-KV kernel cuts each row into splits
+                   (kernels/decode_splits.py), fewer as rows rise; one program reads one split
+                   of one KV head, and the GPU runs about 2 programs per SM at once. So the
+                   longest row's split (its context over its split count) takes longer than the
+                   even share (all decode rows' context x KV heads / (2 x SMs)) when one row is
+                   long among a few: in a CUDA-graph bucket of 8, a 67k row is read in 5 splits
+                   of 13.5k while an even share of 91k tokens is 2.8k. 0 without the split kernel
+                   (`DecodeSplit`: cuda profiles only)
 A pipelined profile (measured with `engine.async_scheduling`, as on cuda) also models the host:
 the engine's work before a launch (scheduling, building the batch) and after it (launching the
 kernels, booking the step, reading back and stamping the previous step's tokens), each
@@ -47,13 +55,15 @@ from pathlib import Path
 import numpy as np
 
 from harness.config import ConfigError
+from kernels.decode_splits import decode_num_splits
 
 FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "decode_rows",
             "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode",
-            "decode_max_ctx")  # fmt: skip
+            "decode_max_ctx", "decode_tail_ctx")  # fmt: skip
 HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens")
 # the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
-RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx")
+RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx",
+                  "decode_tail_ctx")  # fmt: skip
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILE_FORMAT = 1
 
@@ -67,6 +77,51 @@ def bucket_of(buckets: list[int] | None, n: int) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class DecodeSplit:
+    """What the split-KV decode kernel's split count depends on beyond the batch: the GPU's SMs,
+    the model's KV heads, and the bound a CUDA-graph replay was captured with (the executor's
+    max_model_len). A cuda profile records it in `settings.decode_split`."""
+
+    num_sms: int
+    num_kv_heads: int
+    graph_bound: int
+
+    def tail(self, longest: float, total: float, rows: int, bound: int) -> float:
+        """decode_tail_ctx (the module docstring) of decode rows whose longest context is
+        `longest` and whose contexts sum to `total`, the kernel launched over `rows` rows with
+        the host-side bound `bound`."""
+        splits = decode_num_splits(rows, self.num_kv_heads, bound, self.num_sms)
+        return max(0.0, longest / splits - total * self.num_kv_heads / (2 * self.num_sms))
+
+    def tail_of(self, batch, buckets: list[int] | None) -> float:
+        """`tail` as the executor launches the decode kernel for `batch`: a graph replay over
+        its bucket's rows with the captured bound, an eager decode-only pass over its rows with
+        the batch's longest context, a mixed pass over its decode rows with theirs
+        (harness/models/attention.py, kernels/paged_extend.py)."""
+        d = batch.num_decode_seqs
+        if not d:
+            return 0.0
+        ctx = batch.seq_lens[:d]
+        longest, total, rows = int(ctx.max()), float(ctx.sum()), len(batch.seq_lens)
+        if uses_graph(batch, buckets):
+            rows, bound = bucket_of(buckets, rows), self.graph_bound
+        elif batch.max_query_len == 1:
+            bound = int(batch.max_seq_len)
+        else:
+            rows, bound = d, longest
+        return self.tail(longest, total, rows, bound)
+
+    @classmethod
+    def of(cls, settings: dict, max_model_len: int | None = None) -> DecodeSplit | None:
+        """A profile's (`settings.decode_split`), its graph bound replaced by a run's own."""
+        d = settings.get("decode_split")
+        if not d:
+            return None
+        return cls(int(d["num_sms"]), int(d["num_kv_heads"]),
+                   int(max_model_len or d["graph_bound"]))  # fmt: skip
+
+
 def uses_graph(batch, buckets: list[int] | None) -> bool:
     """Whether the cuda executor replays a decode graph for `batch` (ModelRunner._use_graph)."""
     return bool(
@@ -78,7 +133,8 @@ def uses_graph(batch, buckets: list[int] | None) -> bool:
     )
 
 
-def features(batch, buckets: list[int] | None = None) -> list[float]:
+def features(batch, buckets: list[int] | None = None,
+             split: DecodeSplit | None = None) -> list[float]:  # fmt: skip
     """x(batch) in the order of FEATURES."""
     d = batch.num_decode_seqs
     seq_lens = batch.seq_lens
@@ -97,7 +153,8 @@ def features(batch, buckets: list[int] | None = None) -> list[float]:
         attn = qk = pf_tokens = sampled = 0.0
     dec = float(bucket_of(buckets, d)) if d and uses_graph(batch, buckets) else float(d)
     return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
-            float(d) if rows else 0.0, decode_max_ctx]  # fmt: skip
+            float(d) if rows else 0.0, decode_max_ctx,
+            split.tail_of(batch, buckets) if split and d else 0.0]  # fmt: skip
 
 
 def host_features(batch, buckets: list[int] | None = None) -> list[float]:
@@ -216,7 +273,8 @@ def load_profile(name_or_file: str) -> dict:
 class ProfileStepCost:
     """A profile's fitted model as the engine's step-cost model (harness/step_cost.py)."""
 
-    def __init__(self, profile: dict, buckets: list[int] | None = None, block_size: int = 16):
+    def __init__(self, profile: dict, buckets: list[int] | None = None, block_size: int = 16,
+                 max_model_len: int | None = None):  # fmt: skip
         model = profile["step_model"]
         known = tuple(model["features"])
         if known != FEATURES[: len(known)]:
@@ -226,6 +284,7 @@ class ProfileStepCost:
         # (python -m harness.calibrate --refit) to use it
         self.coef = [float(c) for c in model["coef"]] + [0.0] * (len(FEATURES) - len(known))
         self.buckets = buckets
+        self.split = DecodeSplit.of(profile.get("settings", {}), max_model_len)
         # The largest sizes the profile measured: a step beyond them is extrapolated (counted)
         cols = profile.get("points", {}).get("columns", [])
         rows = profile.get("points", {}).get("rows", [])
@@ -259,7 +318,7 @@ class ProfileStepCost:
         self._swap_timed_with_wait = pipelined
 
     def step_time(self, batch) -> float:
-        x = features(batch, self.buckets)
+        x = features(batch, self.buckets, self.split)
         c = self.coef
         self.num_steps += 1
         for i, m in self._range:
@@ -268,7 +327,7 @@ class ProfileStepCost:
                 break
         return (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
                 + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9]
-                + c[10] * x[10])  # fmt: skip
+                + c[10] * x[10] + c[11] * x[11])  # fmt: skip
 
     def _beyond(self, x: list[float]) -> None:
         self.num_beyond += 1

@@ -30,7 +30,7 @@ def warmup(
     tokens per sequence can launch (decode with and without splits, each split-merge width,
     each extend tile), on tiny inputs, so none compiles while a run is being measured.
     Returns the number of launches."""
-    from kernels.paged_decode import MAX_SPLITS
+    from kernels.decode_splits import MAX_SPLITS
     from kernels.paged_extend import _extend_block_q
 
     group = num_heads // num_kv_heads

@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.decode_splits import decode_num_splits
 from kernels.paged_common import (
     LOG2E,
     check_common,
@@ -112,15 +113,9 @@ def _paged_decode_attention_reduce_kernel(
     )
 
 
-MAX_SPLITS = 64  # splits of one sequence's context (`warmup` compiles a merge for each width)
-
-
 def _decode_num_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, device) -> int:
-    """Enough (sequence, KV head, split) programs to fill the GPU twice, >= 256 tokens a split."""
-    programs = num_seqs * num_kv_heads
-    by_len = triton.cdiv(max_seq_len, 256)
-    by_fill = triton.cdiv(2 * num_sms(device), programs)
-    return max(1, min(by_len, by_fill, MAX_SPLITS))
+    """The split count for this launch (kernels/decode_splits.py)."""
+    return decode_num_splits(num_seqs, num_kv_heads, max_seq_len, num_sms(device))
 
 
 def paged_decode_attention(

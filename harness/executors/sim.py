@@ -115,7 +115,8 @@ class SimExecutor:
             from harness.executors.cuda_graphs import capture_sizes
 
             buckets = capture_sizes(budget.max_num_seqs)
-        self.step_cost = ProfileStepCost(self.profile, buckets, budget.block_size)
+        self.step_cost = ProfileStepCost(self.profile, buckets, budget.block_size,
+                                         self.max_model_len)  # fmt: skip
         return num_gpu, num_cpu
 
     def run_notes(self) -> dict:

@@ -223,3 +223,46 @@ def test_refit_takes_the_next_steps_swap_out_of_older_host_points(profile_file, 
     want = [r[after] for r in rows]
     assert any(nxt[swap] > 0 for nxt in rows[1:])
     assert got == pytest.approx(want)
+
+
+def test_refit_derives_the_split_kernels_tail_for_older_cuda_points(profile_file, tmp_path):
+    """A cuda calibration measured before decode_tail_ctx: the refit derives it from the split
+    rule of a calibration of this version in the merge, and refuses without one."""
+    from harness.refit import refit
+    from kernels.decode_splits import decode_num_splits
+
+    p = json.loads(profile_file.read_text())
+    buckets = [1, 2, 4, 8, 16, 32, 64]
+    split = {"num_sms": 2, "num_kv_heads": 2, "graph_bound": 4096}
+    new = dict(p, settings={**p["settings"], "kind": "cuda", "cuda_graphs": True,
+                            "decode_buckets": buckets, "decode_split": split})  # fmt: skip
+    cols = p["points"]["columns"]
+    drop = cols.index("decode_tail_ctx")
+    old = dict(new, settings={k: v for k, v in new["settings"].items() if k != "decode_split"},
+               points={"columns": cols[:drop] + cols[drop + 1 :],
+                       "rows": [r[:drop] + r[drop + 1 :] for r in p["points"]["rows"]]})  # fmt: skip
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="decode_split"):
+        refit([str(tmp_path / "old.json")])
+    merged = refit([str(tmp_path / "old.json"), str(tmp_path / "new.json")])
+    assert merged["refit"]["derived_features"] == ["decode_tail_ctx"]
+    assert merged["settings"]["decode_split"] == split
+    c = merged["points"]["columns"]
+    n = len(p["points"]["rows"])
+    rows = [dict(zip(c, r, strict=True)) for r in merged["points"]["rows"][:n]]
+    tails = 0
+    for r in rows:
+        # by hand: a decode-only step replays its bucket's graph (bound 4096: 16 splits at
+        # most), a mixed step runs its decode rows with their longest context as the bound;
+        # the even share of 2 SMs x 2 programs is the rows' context x 2 KV heads / 4
+        want = 0.0
+        if r["decode_max_ctx"]:
+            graph = not r["prefill"]
+            seen = r["decode_rows"] if graph else r["mixed_decode"]
+            bound = 4096 if graph else r["decode_max_ctx"]
+            splits = decode_num_splits(int(seen), 2, int(bound), 2)
+            want = max(0.0, r["decode_max_ctx"] / splits - r["decode_ctx"] * 2 / 4)
+        assert r["decode_tail_ctx"] == pytest.approx(want)
+        tails += want > 0
+    assert tails > 0  # some steps have a tail (and every one was checked above)

@@ -4,6 +4,7 @@ attention work), the non-negative fit, and the calibration plan's validity."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from harness.batch import Batch
 from harness.calibrate import QUICK, build_plan
@@ -88,9 +89,49 @@ def test_a_profile_fitted_before_a_feature_existed_does_not_use_it():
     profile = load_profile("cpu_tiny")
     batch = _batch([10, 5000], [(4, 9)])
     new = ProfileStepCost(profile)
-    old = dict(profile, step_model={**profile["step_model"],
-                                    "features": list(FEATURES[:-1]),
-                                    "coef": profile["step_model"]["coef"][:len(FEATURES) - 1]})  # fmt: skip
+    k = len(profile["step_model"]["features"]) - 1  # one feature fewer than it has
+    old = dict(profile, step_model={**profile["step_model"], "features": list(FEATURES[:k]),
+                                    "coef": profile["step_model"]["coef"][:k]})  # fmt: skip
     expected = sum(c * x for c, x in zip(old["step_model"]["coef"], features(batch), strict=False))
     assert ProfileStepCost(old).step_time(batch) == expected
-    assert new.coef[: len(FEATURES) - 1] == ProfileStepCost(old).coef[: len(FEATURES) - 1]
+    assert ProfileStepCost(old).coef[k:] == [0.0] * (len(FEATURES) - k)
+    assert new.coef[:k] == ProfileStepCost(old).coef[:k]
+
+
+def test_the_split_kernels_tail_is_the_long_rows_split_beyond_an_even_share():
+    from harness.sim_model import DecodeSplit
+
+    split = DecodeSplit(num_sms=132, num_kv_heads=8, graph_bound=131072)
+    buckets = [1, 2, 4, 8, 16, 32, 48, 64]
+    one_long = [65536] + [256] * 4
+    share = (65536 + 4 * 256) * 8 / 264  # even share: all rows' context x KV heads / 2 x SMs
+
+    def tail(batch, b=buckets, s=split):
+        return dict(zip(FEATURES, features(batch, b, s), strict=True))["decode_tail_ctx"]
+
+    # a graph replay runs its bucket's 8 rows with the captured bound: ceil(264 / 64) = 5 splits
+    assert tail(_batch(one_long, [])) == pytest.approx(65536 / 5 - share)
+    # 48 rows or more fill the GPU's 2 x 132 program slots unsplit
+    many = [65536] + [256] * 40
+    assert tail(_batch(many, [])) == pytest.approx(65536 - sum(many) * 8 / 264)
+    # alone it is cut into ceil(264 / 8) = 33 splits, less than its even share: no tail
+    assert tail(_batch([65536], [])) == 0.0
+    # a mixed step launches the decode kernel over its 5 decode rows: ceil(264 / 40) = 7
+    assert tail(_batch(one_long, [(8, 8)])) == pytest.approx(65536 / 7 - share)
+    # eager (no graphs): its own rows, its batch's longest context as the bound: 7 splits too
+    assert tail(_batch(one_long, []), None) == pytest.approx(65536 / 7 - share)
+    # rows of one context fill the GPU evenly: no tail
+    assert tail(_batch([8192] * 8, [])) == 0.0
+    # without the split kernel (cpu: the torch reference) the feature is 0
+    assert tail(_batch(one_long, []), buckets, None) == 0.0
+
+
+def test_the_plan_has_skewed_decode_cells():
+    grid = {**QUICK, "skew_contexts": (1024,), "skew_batches": (4,), "skew_short": 32}
+    p = build_plan(grid, 16, 400, 2048, 64, 4096)
+    assert not p.live
+    skewed = [s for s in p.steps if len(s.tokens) >= 4 and all(n == 1 for n in s.tokens.values())
+              and {p.reqs[r].prompt for r in s.tokens} == {1024, 32}]  # fmt: skip
+    assert len(skewed) >= QUICK["decode_steps"]
+    assert len(build_plan(grid, 16, 400, 2048, 64, 4096).steps) > len(
+        build_plan(QUICK, 16, 400, 2048, 64, 4096).steps)  # fmt: skip
