@@ -68,13 +68,14 @@ _SESSIONS = [
 COMMON = ["logger=none", "engine.progress=false", "seed=0"]
 
 
-def cases() -> dict[str, list[str]]:
+def cases(load: float | None = None) -> dict[str, list[str]]:
+    """Every case's overrides; `load` replaces the rate of the trace and bursty cases."""
     out = {}
     for wl, policies in _MATRIX.items():
         overrides, key, moderate, near = _WORKLOADS[wl]
-        for load, rate in (("moderate", moderate), ("near", near)):
+        for name, rate in (("moderate", moderate), ("near", near)):
             for p in policies:
-                out[f"{wl}_{load}_{p}"] = [*overrides, f"{key}={rate}", *_POLICIES[p]]
+                out[f"{wl}_{name}_{p}"] = [*overrides, f"{key}={load or rate}", *_POLICIES[p]]
     for on in ("true", "false"):
         out[f"multi_turn_caching_{'on' if on == 'true' else 'off'}_cp2048"] = [
             *_SESSIONS, f"engine.enable_prefix_caching={on}"]  # fmt: skip
@@ -139,7 +140,7 @@ def run_cases(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     engine = engine_overrides(args)
     shared = SharedModel(args.engine)
-    chosen = cases()
+    chosen = cases(args.load)
     names = args.cases or list(chosen)
     recorded: dict = {}
     for name in names:
@@ -384,6 +385,8 @@ def main(argv=None) -> int:
     add_engine_args(r)
     r.add_argument("--out", required=True)
     r.add_argument("--cases", nargs="*")
+    r.add_argument("--load", type=float, help="run the cases at this rate instead of theirs "
+                   "(req/s; not the multi-turn ones), e.g. at a capacity search's bound")  # fmt: skip
     r.add_argument("--record-steps", help="an .npz file: every step's features and measured "
                    "times, per case (diagnosis)")  # fmt: skip
     c = sub.add_parser("compare")

@@ -1,4 +1,4 @@
-"""`python -m harness.calibrate [--out FILE] [--quick] [OVERRIDES...]`: measure an executor's
+"""`python -m harness.calibrate [--out FILE] [--quick | --grid NAME] [OVERRIDES...]`: measure an executor's
 step times into a simulator profile (docs/simulator.md).
 
 The grid runs through the very code a run uses: the real `Engine` (its views, checks, batch
@@ -86,6 +86,16 @@ QUICK = dict(
     mixed_steps=2,
     repeats=2,
 )
+
+# Whole long prompts in one step (a policy that does not chunk, on long-context traces): run with
+# a budget that holds them (budget.max_num_batched_tokens=65536) and merge the profile into a
+# full one (--refit): alone it measures nothing else
+LONG_PREFILL = dict(
+    decode_batches=(), contexts=(), chunks=(8192, 16384, 32768, 65000),
+    prefill_contexts=(0, 16384), swap_blocks=(), max_cell_tokens=0,
+    decode_steps=0, mixed_steps=0, repeats=2,
+)  # fmt: skip
+GRIDS = {"full": FULL, "quick": QUICK, "long_prefill": LONG_PREFILL}
 
 
 # -- the plan --------------------------------------------------------------------------------
@@ -625,15 +635,16 @@ def _git_commit() -> str | None:
 
 
 def calibrate(overrides: list[str], quick: bool = False, name: str | None = None,
-              clock: str = "wall", grid: dict | None = None) -> dict:  # fmt: skip
-    """Measure and fit; returns the profile (a JSON-able dict). `grid` replaces the full or
-    quick grid's entries it names."""
+              clock: str = "wall", grid: dict | None = None, preset: str = "full") -> dict:  # fmt: skip
+    """Measure and fit; returns the profile (a JSON-able dict). `preset` names the grid
+    (GRIDS; `quick=True` is "quick"); `grid` replaces the entries it names."""
     cfg = compose(overrides)
     check_config(cfg)
     validate(cfg)
     cpu = cfg.engine.kind == "cpu" or (cfg.engine.kind == "auto" and not _has_cuda())
-    quick = quick or cpu  # the cpu's reference kernels: the full grid would take many minutes
-    grid = {**(QUICK if quick else FULL), **(grid or {})}
+    if quick or (cpu and preset == "full"):  # cpu: the full grid would take many minutes
+        preset = "quick"
+    grid = {**GRIDS[preset], **(grid or {})}
     t0 = time.perf_counter()
     if clock == "process" and cfg.engine.kind not in ("cpu", "auto"):
         raise ConfigError("--clock process measures a cpu executor only (a GPU runs while the "
@@ -644,9 +655,9 @@ def calibrate(overrides: list[str], quick: bool = False, name: str | None = None
         "format": PROFILE_FORMAT, "name": name, **info, "commit": _git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m harness.calibrate " + " ".join(
-            (["--quick"] if quick else []) + (["--clock", clock] if clock != "wall" else [])
-            + list(overrides)),
-        "grid": "quick" if quick else "full", "calibrate_s": round(time.perf_counter() - t0, 2),
+            ([f"--grid {preset}"] if preset != "full" else [])
+            + (["--clock", clock] if clock != "wall" else []) + list(overrides)),
+        "grid": preset, "calibrate_s": round(time.perf_counter() - t0, 2),
         **fits,
         "points": {"columns": list(points[0]) if points else [],
                    "rows": [list(p.values()) for p in points]},
@@ -661,6 +672,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="the profile file to write (JSON)")
     parser.add_argument("--quick", action="store_true", help="a smaller grid (tests, a first look)")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="full",
+                        help="the grid: full (default), quick (= --quick), long_prefill (whole "
+                        "long prompts in one step, with budget.max_num_batched_tokens=65536; "
+                        "merge it into a full profile with --refit)")  # fmt: skip
     parser.add_argument("--name", help="the profile's name (default: the file's stem)")
     parser.add_argument("--clock", choices=("wall", "process"), default="wall",
                         help="wall (default): the serving clock of a run; process: this "
@@ -681,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
 
             profile = refit(args.refit, args.name or out.stem)
         else:
-            profile = calibrate(overrides, args.quick, args.name or out.stem, args.clock)
+            profile = calibrate(overrides, args.quick, args.name or out.stem, args.clock,
+                                preset=args.grid)  # fmt: skip
     except CONFIG_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
