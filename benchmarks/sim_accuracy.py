@@ -160,6 +160,10 @@ def run_cases(args) -> int:
         record = {"case": name, "overrides": chosen[name], "engine": engine, "wall_s": wall,
                   "summary": result.summary, "resolved": result.resolved}  # fmt: skip
         (out / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
+        if args.keep_records:  # every request's token times and every step, for diagnosis
+            result.requests.drop(columns=["output_ids"], errors="ignore").to_pickle(
+                out / f"{name}.requests.pkl.gz")  # fmt: skip
+            result.steps.to_pickle(out / f"{name}.steps.pkl.gz")
         _append_brief(out / "cases.jsonl", record)  # one file: a device run returns few files
         s = result.summary
         print(f"{name}: {s['num_finished']}/{s['num_requests']} finished, "
@@ -385,6 +389,8 @@ def main(argv=None) -> int:
     add_engine_args(r)
     r.add_argument("--out", required=True)
     r.add_argument("--cases", nargs="*")
+    r.add_argument("--keep-records", action="store_true", help="also write each case's "
+                   "requests (token times) and steps as <case>.requests.pkl.gz / .steps.pkl.gz")
     r.add_argument("--load", type=float, help="run the cases at this rate instead of theirs "
                    "(req/s; not the multi-turn ones), e.g. at a capacity search's bound")  # fmt: skip
     r.add_argument("--record-steps", help="an .npz file: every step's features and measured "

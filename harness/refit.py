@@ -104,7 +104,7 @@ def _check_alike(paths: list[str], profiles: list[dict]) -> None:
 
 def refit(paths: list[str], name: str | None = None) -> dict:
     """One profile from the points of `paths` (the first one's KV capacity and settings)."""
-    from harness.calibrate import fit_profile
+    from harness.calibrate import fit_profile, unused_features
 
     profiles = [json.loads(Path(p).read_text()) for p in paths]
     _check_alike(paths, profiles)
@@ -134,9 +134,9 @@ def refit(paths: list[str], name: str | None = None) -> dict:
         points += pts
     pipelined = bool(first["settings"].get("async_scheduling"))
     out = {k: v for k, v in first.items() if k not in ("points", *MODELS)}
-    out.update(fit_profile(points, pipelined))
-    out["settings"] = {**first["settings"], "host_after_excludes_swaps": True,
-                       "decode_split": dataclasses.asdict(split) if split else None}  # fmt: skip
+    settings = {**first["settings"], "decode_split": dataclasses.asdict(split) if split else None}
+    out.update(fit_profile(points, pipelined, unused_features(settings)))
+    out["settings"] = {**settings, "host_after_excludes_swaps": True}
     out["name"] = name
     out["refit"] = {
         "from": [{"file": Path(p).name, "commit": prof.get("commit"), "date": prof.get("date"),

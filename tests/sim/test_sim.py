@@ -248,6 +248,14 @@ def test_refit_derives_the_split_kernels_tail_for_older_cuda_points(profile_file
     merged = refit([str(tmp_path / "old.json"), str(tmp_path / "new.json")])
     assert merged["refit"]["derived_features"] == ["decode_tail_ctx"]
     assert merged["settings"]["decode_split"] == split
+    # the Triton attention skips masked scores: no cost for the dense ones (prefill_qk)
+    from harness.sim_model import FEATURES
+
+    qk = FEATURES.index("prefill_qk")
+    assert merged["step_model"]["unused"] == ["prefill_qk"]
+    assert merged["step_model"]["coef"][qk] == 0.0
+    cpu = refit([str(profile_file)])
+    assert cpu["step_model"]["unused"] == [] and cpu["settings"]["decode_split"] is None
     c = merged["points"]["columns"]
     n = len(p["points"]["rows"])
     rows = [dict(zip(c, r, strict=True)) for r in merged["points"]["rows"][:n]]
