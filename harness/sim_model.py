@@ -94,22 +94,20 @@ class DecodeSplit:
         splits = decode_num_splits(rows, self.num_kv_heads, bound, self.num_sms)
         return max(0.0, longest / splits - total * self.num_kv_heads / (2 * self.num_sms))
 
-    def tail_of(self, batch, buckets: list[int] | None) -> float:
-        """`tail` as the executor launches the decode kernel for `batch`: a graph replay over
-        its bucket's rows with the captured bound, an eager decode-only pass over its rows with
-        the batch's longest context, a mixed pass over its decode rows with theirs
-        (harness/models/attention.py, kernels/paged_extend.py)."""
-        d = batch.num_decode_seqs
-        if not d:
-            return 0.0
-        ctx = batch.seq_lens[:d]
-        longest, total, rows = int(ctx.max()), float(ctx.sum()), len(batch.seq_lens)
-        if uses_graph(batch, buckets):
+    def tail_of(self, batch, buckets: list[int] | None, graph: bool, longest: float,
+                total: float) -> float:  # fmt: skip
+        """`tail` as the executor launches the decode kernel for `batch` (whose decode rows'
+        longest context is `longest` and whose sum is `total`; `graph`: it replays a CUDA
+        graph): a graph replay over its bucket's rows with the captured bound, an eager
+        decode-only pass over its rows with the batch's longest context, a mixed pass over its
+        decode rows with theirs (harness/models/attention.py, kernels/paged_extend.py)."""
+        rows = len(batch.seq_lens)
+        if graph:
             rows, bound = bucket_of(buckets, rows), self.graph_bound
         elif batch.max_query_len == 1:
             bound = int(batch.max_seq_len)
         else:
-            rows, bound = d, longest
+            rows, bound = batch.num_decode_seqs, int(longest)
         return self.tail(longest, total, rows, bound)
 
     @classmethod
@@ -151,10 +149,11 @@ def features(batch, buckets: list[int] | None = None,
         sampled = float(len(batch.logits_indices) - d)
     else:
         attn = qk = pf_tokens = sampled = 0.0
-    dec = float(bucket_of(buckets, d)) if d and uses_graph(batch, buckets) else float(d)
+    graph = bool(d) and uses_graph(batch, buckets)
+    dec = float(bucket_of(buckets, d)) if graph else float(d)
+    tail = split.tail_of(batch, buckets, graph, decode_max_ctx, decode_ctx) if split and d else 0.0
     return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
-            float(d) if rows else 0.0, decode_max_ctx,
-            split.tail_of(batch, buckets) if split and d else 0.0]  # fmt: skip
+            float(d) if rows else 0.0, decode_max_ctx, tail]  # fmt: skip
 
 
 def host_features(batch, buckets: list[int] | None = None) -> list[float]:
