@@ -287,8 +287,10 @@ class ProfileStepCost:
         # The largest sizes the profile measured: a step beyond them is extrapolated (counted)
         cols = profile.get("points", {}).get("columns", [])
         rows = profile.get("points", {}).get("rows", [])
+        unused = set(model.get("unused", ()))  # no cost: going beyond them changes nothing
         self.measured_max = {
-            f: max(float(r[cols.index(f)]) for r in rows) for f in RANGE_FEATURES if f in cols
+            f: max(float(r[cols.index(f)]) for r in rows)
+            for f in RANGE_FEATURES if f in cols and f not in unused
         } if rows else {}  # fmt: skip
         self._range = [(FEATURES.index(f), m) for f, m in self.measured_max.items()]
         self.beyond = dict.fromkeys(self.measured_max, 0)  # steps beyond, per feature

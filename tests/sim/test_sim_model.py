@@ -135,3 +135,15 @@ def test_the_plan_has_skewed_decode_cells():
     assert len(skewed) >= QUICK["decode_steps"]
     assert len(build_plan(grid, 16, 400, 2048, 64, 4096).steps) > len(
         build_plan(QUICK, 16, 400, 2048, 64, 4096).steps)  # fmt: skip
+
+
+def test_a_feature_the_fit_left_unused_is_not_range_checked():
+    from harness.sim_model import ProfileStepCost, load_profile
+
+    profile = load_profile("h200_llama3_8b")
+    assert "prefill_qk" in profile["step_model"]["unused"]
+    cost = ProfileStepCost(profile, [1, 2, 4, 8])
+    assert "prefill_qk" not in cost.measured_max and "prefill_tokens" in cost.measured_max
+    # one 80k-token prompt: beyond the measured prompt sizes, counted as such, and not as qk
+    cost.step_time(_batch([], [(80000, 80000)]))
+    assert cost.beyond["prefill_tokens"] == 1 and "prefill_qk" not in cost.beyond
