@@ -31,6 +31,7 @@ KNOB = "workload.target_rate"
 POLICIES = {
     "fcfs": ["policy=fcfs"],
     "cp2048": ["policy=chunked_prefill", "budget.max_num_batched_tokens=2048"],
+    "decode_priority": ["policy=decode_priority"],
 }
 COMMON = ["logger=none", "engine.progress=false", "seed=0"]
 
