@@ -95,7 +95,16 @@ LONG_PREFILL = dict(
     prefill_contexts=(0, 16384), swap_blocks=(), max_cell_tokens=0,
     decode_steps=0, mixed_steps=0, repeats=2,
 )  # fmt: skip
-GRIDS = {"full": FULL, "quick": QUICK, "long_prefill": LONG_PREFILL}
+# Big steps as a saturated run has them, back to back: the GPU at its power cap (an H200 drops
+# from 1,980 to ~1,600 MHz within a step or two at 8k tokens a step; benchmarks/
+# sustained_prefill.py). Each cell follows `heat_steps` unmeasured full-budget prefill steps.
+# Run with budget.max_num_batched_tokens=8192 and merge into a full profile (--refit).
+HOT_PREFILL = dict(
+    decode_batches=(16,), contexts=(1024,), chunks=(1024, 2048, 4096, 8192),
+    prefill_contexts=(0, 2048, 8192), swap_blocks=(), max_cell_tokens=2**18,
+    decode_steps=1, mixed_steps=4, repeats=2, heat_steps=3,
+)  # fmt: skip
+GRIDS = {"full": FULL, "quick": QUICK, "long_prefill": LONG_PREFILL, "hot_prefill": HOT_PREFILL}
 
 
 # -- the plan --------------------------------------------------------------------------------
@@ -237,6 +246,7 @@ def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, ma
             for c in chunks:
                 if ctx + 2 * c > max_model_len - 1 or not p.fits(ctx + 2 * c + 1):
                     continue
+                _heat(p, grid.get("heat_steps", 0))
                 p.cell += 1
                 r = p.new(ctx + 2 * c)
                 for _ in range(ctx // max_tokens):
@@ -260,6 +270,18 @@ def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, ma
     return p
 
 
+def _heat(p: Planner, steps: int) -> None:
+    """`steps` unmeasured full-budget prefill steps of a prompt of its own (finished in the
+    last), if it fits: the GPU then runs the next cell as a saturated run would."""
+    if steps < 1 or not p.fits(steps * p.max_tokens + 1):
+        return
+    cell, p.cell = p.cell, -1
+    r = p.new(steps * p.max_tokens)
+    for k in range(steps):
+        p.step([(r, p.max_tokens)], finish=[r] if k == steps - 1 else ())
+    p.cell = cell
+
+
 def _decode_cell(p: Planner, grid: dict, ctxs: list[int], chunks: list[int], rotate: int) -> int:
     """Plan one decode cell (rows at contexts `ctxs`: prefilled, a few decode-only steps, then
     mixed steps with chunks of a filler prompt) if it fits; returns the chunk rotation."""
@@ -273,6 +295,7 @@ def _decode_cell(p: Planner, grid: dict, ctxs: list[int], chunks: list[int], rot
     running = sum(not r.swapped for r in p.live.values())
     if need > p.num_blocks - p.used() or b + bool(mixed) + running > p.max_seqs:
         return rotate
+    _heat(p, grid.get("heat_steps", 0))
     p.cell += 1
     reqs = [p.new(c) for c in ctxs]
     p.prefill(reqs)
@@ -688,8 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smaller grid (tests, a first look)")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="full",
                         help="the grid: full (default), quick (= --quick), long_prefill (whole "
-                        "long prompts in one step, with budget.max_num_batched_tokens=65536; "
-                        "merge it into a full profile with --refit)")  # fmt: skip
+                        "long prompts in one step, with budget.max_num_batched_tokens=65536), "
+                        "hot_prefill (big steps after big steps, the GPU at its power cap, with "
+                        "budget 8192); merge the last two into a full profile with --refit")  # fmt: skip
     parser.add_argument("--name", help="the profile's name (default: the file's stem)")
     parser.add_argument("--clock", choices=("wall", "process"), default="wall",
                         help="wall (default): the serving clock of a run; process: this "

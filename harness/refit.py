@@ -40,6 +40,8 @@ DERIVED = {
     "decode_max_ctx": _decode_max_ctx,
     "host_mixed": lambda p: float(p["prefill_rows"] > 0 and p["mixed_decode"] > 0),
 }
+
+
 def _tail_ctx(split: DecodeSplit | None, buckets: list[int] | None):
     """decode_tail_ctx of an older point (see the module docstring)."""
 

@@ -147,3 +147,20 @@ def test_a_feature_the_fit_left_unused_is_not_range_checked():
     # one 80k-token prompt: beyond the measured prompt sizes, counted as such, and not as qk
     cost.step_time(_batch([], [(80000, 80000)]))
     assert cost.beyond["prefill_tokens"] == 1 and "prefill_qk" not in cost.beyond
+
+
+def test_a_hot_grid_puts_unmeasured_full_budget_steps_before_each_cell():
+    grid = {**QUICK, "heat_steps": 2, "swap_blocks": ()}
+    p = build_plan(grid, 16, 400, 256, 64, 4096)
+    assert not p.live
+    steps = p.steps
+    firsts = [i for i, s in enumerate(steps) if s.cell >= 0 and steps[i - 1].cell != s.cell]
+    assert len(firsts) > 5
+    for i in firsts:  # each cell's first step follows 2 unmeasured steps of the full budget
+        assert [steps[j].cell for j in (i - 2, i - 1)] == [-1, -1]
+        assert all(sum(steps[j].tokens.values()) == 256 for j in (i - 2, i - 1))
+    cold = build_plan({**grid, "heat_steps": 0}, 16, 400, 256, 64, 4096)
+    def measured(plan):  # each measured step's cell and its rows' token counts
+        return [(s.cell, sorted(s.tokens.values())) for s in plan.steps if s.cell >= 0]
+
+    assert measured(cold) == measured(p)  # the same measured steps, heated
