@@ -12,6 +12,7 @@ the ones it holds where the calibration grid makes that exact, else the refit re
   one context, and the grid's batch sizes are CUDA-graph buckets, so no padded row counts (a
   swap cell's two rows do not share one; those few points get their mean);
 - the host's `host_mixed` = a step with prefill rows and decode rows (`mixed_decode > 0`);
+- `prefill_excess` = `prefill_tokens` beyond sim_model.PREFILL_KNEE;
 - `decode_tail_ctx` (sim_model) from `decode_max_ctx`, `decode_ctx` and the rows the kernel saw
   (a decode-only step's graph bucket, `decode_rows`; a mixed step's `mixed_decode`), with the
   split rule (`settings.decode_split`) of a calibration in the merge (they share the device
@@ -28,7 +29,7 @@ import json
 from pathlib import Path
 
 from harness.config import ConfigError
-from harness.sim_model import FEATURES, HOST_FEATURES, DecodeSplit
+from harness.sim_model import FEATURES, HOST_FEATURES, PREFILL_KNEE, DecodeSplit
 
 
 def _decode_max_ctx(p: dict) -> float:
@@ -39,6 +40,7 @@ def _decode_max_ctx(p: dict) -> float:
 DERIVED = {
     "decode_max_ctx": _decode_max_ctx,
     "host_mixed": lambda p: float(p["prefill_rows"] > 0 and p["mixed_decode"] > 0),
+    "prefill_excess": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_KNEE),
 }
 
 

@@ -31,6 +31,12 @@ Step time = c . x(batch), x =
                    long among a few: in a CUDA-graph bucket of 8, a 67k row is read in 5 splits
                    of 13.5k while an even share of 91k tokens is 2.8k. 0 without the split kernel
                    (`DecodeSplit`: cuda profiles only)
+  prefill_excess   prefill tokens beyond PREFILL_KNEE (1,024): a longer step holds the GPU at its
+                   power cap for more of its time (an H200 drops from 1,980 to ~1,600 MHz), so
+                   each further token costs more (measured: 8k-token chunks back to back 229 ms
+                   against 219 ms after small steps; benchmarks/sustained_prefill.py). Without
+                   it, the fit under-predicted 4-9k-token steps of real runs by 4% and
+                   over-predicted 1-2k-token ones by 5%
 A pipelined profile (measured with `engine.async_scheduling`, as on cuda) also models the host:
 the engine's work before a launch (scheduling, building the batch) and after it (launching the
 kernels, booking the step, reading back and stamping the previous step's tokens), each
@@ -59,7 +65,10 @@ from kernels.decode_splits import decode_num_splits
 
 FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "decode_rows",
             "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode",
-            "decode_max_ctx", "decode_tail_ctx")  # fmt: skip
+            "decode_max_ctx", "decode_tail_ctx", "prefill_excess")  # fmt: skip
+# prefill_excess's knee: chosen on the merged H200 calibrations' held-out cells among 1k-6k
+# (held-out error 7.9% without the feature; 6.9% at 1,024, 7.2% at 2,048 to 6,144)
+PREFILL_KNEE = 1024
 HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens")
 # the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
 RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx",
@@ -153,7 +162,8 @@ def features(batch, buckets: list[int] | None = None,
     dec = float(bucket_of(buckets, d)) if graph else float(d)
     tail = split.tail_of(batch, buckets, graph, decode_max_ctx, decode_ctx) if split and d else 0.0
     return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
-            float(d) if rows else 0.0, decode_max_ctx, tail]  # fmt: skip
+            float(d) if rows else 0.0, decode_max_ctx, tail,
+            max(0.0, pf_tokens - PREFILL_KNEE)]  # fmt: skip
 
 
 def host_features(batch, buckets: list[int] | None = None) -> list[float]:
@@ -328,7 +338,7 @@ class ProfileStepCost:
                 break
         return (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
                 + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9]
-                + c[10] * x[10] + c[11] * x[11])  # fmt: skip
+                + c[10] * x[10] + c[11] * x[11] + c[12] * x[12])  # fmt: skip
 
     def _beyond(self, x: list[float]) -> None:
         self.num_beyond += 1

@@ -42,6 +42,9 @@ def test_prefill_attention_counts_causal_pairs_and_dense_scores():
     f = dict(zip(FEATURES, features(_batch([], [(4, 10)])), strict=True))
     assert f["prefill_attn"] == 34 and f["prefill_qk"] == 40
     assert f["prefill_tokens"] == 4 and f["prefill_rows"] == 1 and f["prefill_sampled"] == 1
+    assert f["prefill_excess"] == 0  # below the knee
+    f = dict(zip(FEATURES, features(_batch([10], [(3000, 3000), (500, 600)])), strict=True))
+    assert f["prefill_tokens"] == 3500 and f["prefill_excess"] == 3500 - 1024
 
 
 def test_nnls_is_non_negative_and_exact_when_the_truth_is():

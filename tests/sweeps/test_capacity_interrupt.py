@@ -107,8 +107,16 @@ def test_a_signal_in_a_real_probe_stops_the_search(tmp_path, monkeypatch, sig, s
         return real(self, view)
 
     monkeypatch.setattr(FcfsPolicy, "schedule", schedule)
+    # Python's own Ctrl-C handler, as in a terminal: a process started in the background by a
+    # non-interactive shell (a CI script's `cmd &`) inherits SIGINT ignored, and then no SIGINT
+    # would reach the search at all
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "cap"
-    assert stopped_search([*MISSING_AT_400, "--out", str(out)]) == status
+    try:
+        code = stopped_search([*MISSING_AT_400, "--out", str(out)])
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+    assert code == status
     saved = json.loads((out / "capacity.json").read_text())
     assert saved["complete"] is False and saved["stopped"]["signal"] == sig.name
     cut = saved["stopped"]["cut_short_probe"]
