@@ -59,11 +59,18 @@ def _tail_ctx(split: DecodeSplit | None, buckets: list[int] | None):
 
 
 def _split_of(paths: list[str], profiles: list[dict]) -> DecodeSplit | None:
-    """The split rule of the calibrations merged; a cuda one without it cannot be refitted."""
-    for prof in profiles:
-        split = DecodeSplit.of(prof["settings"])
-        if split is not None:
-            return split
+    """The split rule of the calibrations merged (one for all: the same GPU, model and bound);
+    a cuda one without any cannot be refitted."""
+    rules = {path: DecodeSplit.of(prof["settings"]) for path, prof in zip(paths, profiles,
+                                                                        strict=True)}  # fmt: skip
+    known = {path: rule for path, rule in rules.items() if rule is not None}
+    if known:
+        first_path, first = next(iter(known.items()))
+        for path, rule in known.items():
+            if rule != first:
+                raise ConfigError(f"--refit: {path} was measured with decode_split {rule}, "
+                                  f"{first_path} with {first}: merge calibrations measured alike")
+        return first
     if profiles[0]["settings"].get("kind") == "cuda":
         raise ConfigError(f"--refit: {', '.join(paths)} record no decode_split (measured before "
                           "decode_tail_ctx existed): merge them with a calibration of this "

@@ -274,3 +274,20 @@ def test_refit_derives_the_split_kernels_tail_for_older_cuda_points(profile_file
         assert r["decode_tail_ctx"] == pytest.approx(want)
         tails += want > 0
     assert tails > 0  # some steps have a tail (and every one was checked above)
+
+
+def test_refit_refuses_calibrations_of_two_split_rules(profile_file, tmp_path):
+    """Two calibrations whose decode kernel split differently (another graph bound: another
+    max_model_len) cannot share one decode_tail_ctx."""
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    paths = []
+    for bound in (4096, 2048):
+        split = {"num_sms": 2, "num_kv_heads": 2, "graph_bound": bound}
+        q = dict(p, settings={**p["settings"], "kind": "cuda", "decode_split": split})
+        paths.append(tmp_path / f"bound{bound}.json")
+        paths[-1].write_text(json.dumps(q))
+    with pytest.raises(ConfigError, match="decode_split"):
+        refit([str(x) for x in paths])
+    assert refit([str(paths[0]), str(paths[0])])["settings"]["decode_split"]["graph_bound"] == 4096
