@@ -198,10 +198,11 @@ def diagnose(args) -> int:
     time before and after a launch, measured and predicted. Steps recorded with fewer features
     than the profile's get the missing ones derived as `harness.refit` does (for a real run's
     decode rows, which do not share one context, `decode_max_ctx` so derived is their mean)."""
-    from harness.refit import DERIVED
-    from harness.sim_model import FEATURES, HOST_FEATURES, load_profile
+    from harness.refit import derivations, fill_missing
+    from harness.sim_model import FEATURES, HOST_FEATURES, DecodeSplit, load_profile
 
     prof = load_profile(args.profile)
+    derive = derivations(DecodeSplit.of(prof["settings"]), prof["settings"].get("decode_buckets"))
     c = np.array(prof["step_model"]["coef"])
     host = prof.get("host_model")
     data = np.load(args.steps)
@@ -213,9 +214,10 @@ def diagnose(args) -> int:
     for case in sorted({k.split("/")[0] for k in data.files}):
         x, h = data[f"{case}/x"], data[f"{case}/h"]
         if x.shape[1] < len(FEATURES):  # derive the features the recording lacks
-            missing = FEATURES[x.shape[1] :]
-            extra = [[DERIVED[f](dict(zip(FEATURES, r, strict=False))) for f in missing] for r in x]
-            x = np.column_stack([x, np.array(extra)])
+            rows = [dict(zip(FEATURES, r, strict=False)) for r in x]
+            for r in rows:
+                fill_missing(r, FEATURES, derive, case)
+            x = np.array([[r[f] for f in FEATURES] for r in rows])
         y = data[f"{case}/device_time_s"]
         before, after = data[f"{case}/host_before_s"], data[f"{case}/host_after_s"]
         pred = x @ c[: x.shape[1]]

@@ -58,6 +58,26 @@ def _tail_ctx(split: DecodeSplit | None, buckets: list[int] | None):
     return derive
 
 
+def derivations(split: DecodeSplit | None, buckets: list[int] | None) -> dict:
+    """How each derivable feature is derived (the module docstring), given the calibrations'
+    split rule and CUDA-graph buckets; apply them in FEATURES order (`fill_missing`)."""
+    return {**DERIVED, "decode_tail_ctx": _tail_ctx(split, buckets)}
+
+
+def fill_missing(point: dict, names, derive: dict, source: str = "a profile") -> set[str]:
+    """Derive the features of `names` that `point` lacks, in order (one may use another);
+    returns those derived. A feature that cannot be derived is an error."""
+    done = set()
+    for f in names:
+        if f not in point:
+            if f not in derive:
+                raise ConfigError(f"--refit: the points of {source} lack {f!r}, which cannot be "
+                                  "derived: calibrate again")  # fmt: skip
+            point[f] = derive[f](point)
+            done.add(f)
+    return done
+
+
 def _split_of(paths: list[str], profiles: list[dict]) -> DecodeSplit | None:
     """The split rule of the calibrations merged (one for all: the same GPU, model and bound);
     a cuda one without any cannot be refitted."""
@@ -121,20 +141,14 @@ def refit(paths: list[str], name: str | None = None) -> dict:
     _check_alike(paths, profiles)
     first = profiles[0]
     split = _split_of(paths, profiles)
-    derive = {**DERIVED, "decode_tail_ctx": _tail_ctx(split, first["settings"].get(
-        "decode_buckets"))}  # fmt: skip
+    derive = derivations(split, first["settings"].get("decode_buckets"))
     points, derived, offset = [], set(), 0
     for prof in profiles:
         pts = points_of(prof)
         host = "host_before_s" in prof["points"]["columns"]
+        names = (*FEATURES, *(f"host_{h}" for h in HOST_FEATURES if host))
         for p in pts:
-            for f in (*FEATURES, *(f"host_{h}" for h in HOST_FEATURES if host)):
-                if f not in p:
-                    if f not in derive:
-                        raise ConfigError(f"--refit: the points of {prof.get('name')} lack {f!r},"
-                                          " which cannot be derived: calibrate again")  # fmt: skip
-                    p[f] = derive[f](p)
-                    derived.add(f)
+            derived |= fill_missing(p, names, derive, prof.get("name"))
             p["cell"] += offset  # cells stay distinct (held-out cells are every fourth)
         if host and not prof["settings"].get("host_after_excludes_swaps"):
             for p, nxt in zip(pts, pts[1:], strict=False):
