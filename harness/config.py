@@ -284,7 +284,10 @@ def _claim(config: DictConfig, key: str) -> None:
 
     HydraConfig.instance().set_config(config)  # for `${hydra:...}` in the folder name
     folder = Path(OmegaConf.select(config, key)).absolute()
-    new = not folder.exists()
+    # noted before it is made, so that a Ctrl-C between the two cannot leave it behind
+    entry = (folder, key == "hydra.sweep.dir")
+    if not folder.exists():
+        NEW_RUN_FOLDERS.append(entry)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
@@ -295,9 +298,6 @@ def _claim(config: DictConfig, key: str) -> None:
                 f"({key}): {exc.strerror or exc}"
             )
         )
-        return
-    if new:
-        NEW_RUN_FOLDERS.append((folder, key == "hydra.sweep.dir"))
 
 
 def remove_unused_run_folders() -> list[Path]:

@@ -244,3 +244,27 @@ def test_log_progress_is_a_line_at_start_per_interval_and_at_the_end():
     progress.update(5, 1, 4, step=5)
     assert len(quiet.getvalue().splitlines()) == 1
     assert type(make_progress(10, enabled=False, stream=quiet)) is Progress  # prints nothing
+
+
+def test_a_ctrl_c_while_the_run_folder_is_being_made_leaves_no_folder(tmp_path, monkeypatch):
+    """The folder is noted before it is made: a KeyboardInterrupt between its mkdir and the
+    write check (the CLI test above hit that window under load) must not leave it behind."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    import harness.config as config
+
+    folder = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", interrupted)
+    monkeypatch.setattr(config, "NEW_RUN_FOLDERS", [])
+    cfg = OmegaConf.create({"hydra": {"run": {"dir": str(folder)}}, "results_dir": str(tmp_path)})
+    monkeypatch.setattr("hydra.core.hydra_config.HydraConfig.set_config", lambda self, c: None)
+    with pytest.raises(KeyboardInterrupt):
+        config._claim(cfg, "hydra.run.dir")
+    assert folder.is_dir()  # made, then interrupted
+    assert config.remove_unused_run_folders() == [folder] and not folder.exists()
