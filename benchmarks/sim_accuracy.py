@@ -181,11 +181,13 @@ def _record_steps(recorded: dict, name: str, executor, steps) -> None:
     runner = getattr(executor._executor, "runner", None)
     graphs = getattr(runner, "graphs", None)
     buckets = list(graphs.sizes) if graphs is not None else None
+    pieces = getattr(runner, "pieces", None)
+    pieces = list(pieces.sizes) if pieces is not None else None
     before = (steps["host_time_s"] - steps["swap_time_s"]).to_numpy(float).tolist()
     after = executor.host_after_launch(before)
     batches = executor.batches
-    recorded[f"{name}/x"] = np.array([features(b, buckets) for b in batches])
-    recorded[f"{name}/h"] = np.array([host_features(b, buckets) for b in batches])
+    recorded[f"{name}/x"] = np.array([features(b, buckets, None, pieces) for b in batches])
+    recorded[f"{name}/h"] = np.array([host_features(b, buckets, pieces) for b in batches])
     recorded[f"{name}/device_time_s"] = steps["device_time_s"].to_numpy(float)
     recorded[f"{name}/duration_s"] = steps["duration_s"].to_numpy(float)
     recorded[f"{name}/host_before_s"] = np.array(before)
@@ -199,7 +201,7 @@ def diagnose(args) -> int:
     than the profile's get the missing ones derived as `harness.refit` does (for a real run's
     decode rows, which do not share one context, `decode_max_ctx` so derived is their mean)."""
     from harness.refit import derivations, fill_missing
-    from harness.sim_model import FEATURES, HOST_FEATURES, DecodeSplit, load_profile
+    from harness.sim_model import FEATURES, DecodeSplit, load_profile
 
     prof = load_profile(args.profile)
     derive = derivations(DecodeSplit.of(prof["settings"]), prof["settings"].get("decode_buckets"))
@@ -230,9 +232,12 @@ def diagnose(args) -> int:
             if m.sum() < 5:
                 continue
             row = f"| {case} | {kind} | {int(m.sum())} | {y[m].sum() / pred[m].sum():.3f} |"
-            if host and h.shape[1] == len(HOST_FEATURES):
-                pb = h[m] @ np.array(host["before_launch"]["coef"])
-                pa = h[m] @ np.array(host["after_launch"]["coef"])
+            if host:  # a recording or profile older than a host feature: 0 there
+                k = max(h.shape[1], len(host["features"]))
+                hm = np.pad(h[m], ((0, 0), (0, k - h.shape[1])))
+                pb, pa = (hm @ np.pad(c_, (0, k - len(c_))) for c_ in (
+                    np.array(host["before_launch"]["coef"]),
+                    np.array(host["after_launch"]["coef"])))  # fmt: skip
                 row += (f" {np.nanmedian(before[m]) * 1e3:.2f} / {np.median(pb) * 1e3:.2f} |"
                         f" {np.nanmedian(after[m]) * 1e3:.1f} / {np.median(pa) * 1e3:.1f} |")  # fmt: skip
             else:

@@ -472,6 +472,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     runner = getattr(executor, "runner", None)
     if getattr(runner, "graphs", None) is not None:
         buckets = list(runner.graphs.sizes)
+    pieces = list(runner.pieces.sizes) if getattr(runner, "pieces", None) is not None else None
     split = _decode_split(executor)
     before, after = host_times(recorder.steps, recording)
     points = []
@@ -481,11 +482,12 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         if s.cell < 0:
             continue
         points.append({
-            "cell": s.cell, **dict(zip(FEATURES, features(batch, buckets, split), strict=True)),
+            "cell": s.cell, **dict(zip(FEATURES, features(batch, buckets, split, pieces),
+                                      strict=True)),
             "duration_s": rec.duration_s, "device_time_s": rec.device_time_s,
             "swap_time_s": rec.swap_time_s, "swap_out_blocks": rec.num_swapped_out_blocks,
             "swap_in_blocks": rec.num_swapped_in_blocks,
-            **{f"host_{k}": v for k, v in zip(HOST_FEATURES, host_features(batch, buckets),
+            **{f"host_{k}": v for k, v in zip(HOST_FEATURES, host_features(batch, buckets, pieces),
                                               strict=True)},
             "host_before_s": before[j], "host_after_s": after[j],
             **dict(zip(("launch_at", "launch_wall_s", "launch_cpu_s"), recording.launch_calls[j],
@@ -496,6 +498,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "block_size": b.block_size, "max_num_batched_tokens": max_tokens,
         "max_num_seqs": b.max_num_seqs, "async_scheduling": engine.pipelined,
         "cuda_graphs": buckets is not None, "decode_buckets": buckets,
+        "piecewise_buckets": pieces,
         "num_threads": cfg.engine.num_threads, "gpu_memory_utilization":
         cfg.engine.gpu_memory_utilization, "cpu_kv_cache_gb": cfg.engine.cpu_kv_cache_gb,
         "cpu_swap_gb": cfg.engine.cpu_swap_gb, "enable_prefix_caching": caching,

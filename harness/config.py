@@ -68,6 +68,10 @@ class EngineConfig:
     cpu_kv_cache_gb: float = 0.02
     cpu_swap_gb: float = 4.0  # cuda: pinned host swap pool when budget.num_cpu_blocks is unset
     enforce_eager: bool = False  # cuda: no CUDA graphs
+    # cuda: prefill and mixed steps of up to this many tokens replay piecewise CUDA graphs (all
+    # but the attention captured per token bucket; harness/executors/cuda_graphs.py); larger
+    # ones run eagerly. 0: every such step eagerly (the engine before 2026-12-02)
+    piecewise_max_tokens: int = 1024
     # schedule and prepare step n+1 while step n runs on the device (exact: lengths are forced)
     async_scheduling: bool = True
     temperature: float = 0.0  # 0 = greedy
@@ -353,6 +357,9 @@ def validate(cfg) -> None:
         raise ConfigError(f"budget.num_cpu_blocks={b.num_cpu_blocks} must be >= 0")
     if not 0.0 <= b.watermark < 1.0:
         raise ConfigError(f"budget.watermark={b.watermark} must be in [0, 1)")
+    if e.piecewise_max_tokens < 0:
+        raise ConfigError(f"engine.piecewise_max_tokens={e.piecewise_max_tokens} must be >= 0 "
+                          "(0: no piecewise graphs)")  # fmt: skip
     if not 0.0 < e.gpu_memory_utilization <= 1.0:
         raise ConfigError(
             f"engine.gpu_memory_utilization={e.gpu_memory_utilization} must be in (0, 1]"

@@ -12,11 +12,16 @@ the ones it holds where the calibration grid makes that exact, else the refit re
   one context, and the grid's batch sizes are CUDA-graph buckets, so no padded row counts (a
   swap cell's two rows do not share one; those few points get their mean);
 - the host's `host_mixed` = a step with prefill rows and decode rows (`mixed_decode > 0`);
+- the host's `host_piecewise` = 0 (measured before piecewise graphs existed: none replayed);
 - `prefill_excess` = `prefill_tokens` beyond sim_model.PREFILL_KNEE;
 - `decode_tail_ctx` (sim_model) from `decode_max_ctx`, `decode_ctx` and the rows the kernel saw
   (a decode-only step's graph bucket, `decode_rows`; a mixed step's `mixed_decode`), with the
   split rule (`settings.decode_split`) of a calibration in the merge (they share the device
   and the model); 0 on a cpu profile.
+Calibrations measured with piecewise CUDA graphs (`settings.piecewise_buckets`) merge with ones
+measured without only where the two engines run a step alike: of the latter, the points the
+former would replay as pieces (eager steps of at most the largest bucket's tokens) are dropped
+and counted (`refit.dropped_points`); decode-graph steps and larger eager steps are kept.
 Points measured before `settings.host_after_excludes_swaps` held the next step's swap in
 `host_after_s`; the refit takes it out (the next point is the next step).
 """
@@ -40,6 +45,7 @@ def _decode_max_ctx(p: dict) -> float:
 DERIVED = {
     "decode_max_ctx": _decode_max_ctx,
     "host_mixed": lambda p: float(p["prefill_rows"] > 0 and p["mixed_decode"] > 0),
+    "host_piecewise": lambda p: 0.0,
     "prefill_excess": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_KNEE),
 }
 
@@ -88,8 +94,10 @@ def _split_of(paths: list[str], profiles: list[dict]) -> DecodeSplit | None:
         first_path, first = next(iter(known.items()))
         for path, rule in known.items():
             if rule != first:
-                raise ConfigError(f"--refit: {path} was measured with decode_split {rule}, "
-                                  f"{first_path} with {first}: merge calibrations measured alike")
+                raise ConfigError(
+                    f"--refit: {path} was measured with decode_split {rule}, "
+                    f"{first_path} with {first}: merge calibrations measured alike"
+                )
         return first
     if profiles[0]["settings"].get("kind") == "cuda":
         raise ConfigError(f"--refit: {', '.join(paths)} record no decode_split (measured before "
@@ -133,6 +141,30 @@ def _check_alike(paths: list[str], profiles: list[dict]) -> None:
         )
 
 
+def _pieces_of(paths: list[str], profiles: list[dict]) -> list[int] | None:
+    """The piecewise graphs' token buckets of the calibrations merged that had them (one list
+    for all), or None."""
+    known = {path: prof["settings"]["piecewise_buckets"] for path, prof in zip(paths, profiles,
+             strict=True) if prof["settings"].get("piecewise_buckets")}  # fmt: skip
+    if not known:
+        return None
+    first_path, first = next(iter(known.items()))
+    for path, pieces in known.items():
+        if pieces != first:
+            raise ConfigError(
+                f"--refit: {path} was measured with piecewise buckets up to "
+                f"{pieces[-1]} tokens, {first_path} up to {first[-1]}: merge "
+                "calibrations measured alike (engine.piecewise_max_tokens)"
+            )
+    return first
+
+
+def _same_path(p: dict, pieces: list[int] | None) -> bool:
+    """Whether a point measured without piecewise graphs ran as it would with `pieces`: a
+    CUDA-graph decode, or an eager step larger than the largest bucket."""
+    return not pieces or not p["host_eager"] or p["host_tokens"] > pieces[-1]
+
+
 def refit(paths: list[str], name: str | None = None) -> dict:
     """One profile from the points of `paths` (the first one's KV capacity and settings)."""
     from harness.calibrate import fit_profile, unused_features
@@ -142,14 +174,24 @@ def refit(paths: list[str], name: str | None = None) -> dict:
     first = profiles[0]
     split = _split_of(paths, profiles)
     derive = derivations(split, first["settings"].get("decode_buckets"))
-    points, derived, offset = [], set(), 0
-    for prof in profiles:
+    pieces = _pieces_of(paths, profiles)
+    points, derived, offset, dropped = [], set(), 0, {}
+    for path, prof in zip(paths, profiles, strict=True):
         pts = points_of(prof)
         host = "host_before_s" in prof["points"]["columns"]
         names = (*FEATURES, *(f"host_{h}" for h in HOST_FEATURES if host))
         for p in pts:
             derived |= fill_missing(p, names, derive, prof.get("name"))
             p["cell"] += offset  # cells stay distinct (held-out cells are every fourth)
+        if pieces and not prof["settings"].get("piecewise_buckets"):
+            if not host:
+                raise ConfigError(
+                    f"--refit: {path} holds no host times, so not which of its "
+                    "steps ran eagerly: it cannot merge with piecewise graphs'"
+                )
+            kept = [p for p in pts if _same_path(p, pieces)]
+            dropped[Path(path).name] = len(pts) - len(kept)
+            pts = kept
         if host and not prof["settings"].get("host_after_excludes_swaps"):
             for p, nxt in zip(pts, pts[1:], strict=False):
                 if p["host_after_s"] is not None:
@@ -159,7 +201,8 @@ def refit(paths: list[str], name: str | None = None) -> dict:
         points += pts
     pipelined = bool(first["settings"].get("async_scheduling"))
     out = {k: v for k, v in first.items() if k not in ("points", *MODELS)}
-    settings = {**first["settings"], "decode_split": dataclasses.asdict(split) if split else None}
+    settings = {**first["settings"], "decode_split": dataclasses.asdict(split) if split else None,
+                "piecewise_buckets": pieces}  # fmt: skip
     out.update(fit_profile(points, pipelined, unused_features(settings)))
     out["settings"] = {**settings, "host_after_excludes_swaps": True}
     out["name"] = name
@@ -168,6 +211,7 @@ def refit(paths: list[str], name: str | None = None) -> dict:
                   "command": prof.get("command"), "num_points": len(prof["points"]["rows"])}
                  for p, prof in zip(paths, profiles, strict=True)],
         "derived_features": sorted(derived),
+        "dropped_points": dropped,  # measured without piecewise graphs, on a path they change
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
     cols = ["cell", *FEATURES, "duration_s", "device_time_s", "swap_time_s", "swap_out_blocks",

@@ -42,10 +42,12 @@ the engine's work before a launch (scheduling, building the batch) and after it 
 kernels, booking the step, reading back and stamping the previous step's tokens), each
 c . h(batch) over HOST_FEATURES:
   step   1
-  eager  1 unless the step replays a CUDA graph (an eager pass launches every kernel itself)
+  eager  1 if the step replays no CUDA graph (an eager pass launches every kernel itself)
   mixed  1 if it has decode rows and prefill rows (both attention paths are launched per layer)
   rows   the step's sequences (per-row host work: the batch, the view, the tokens)
   tokens the step's query tokens (arrays staged per token)
+  piecewise  1 if the step replays piecewise graphs (one replay and one attention launch per
+         layer; `engine.piecewise_max_tokens`): a profile measured without them has 0 here
 On the simulator's timeline (harness/step_cost.py `Timeline`) the device runs a step once the
 previous one is done and the host has prepared it; the host launches step n+1 before it waits
 for step n's tokens. So a step whose host work outlasts the device's sets the pace, as on the
@@ -69,7 +71,7 @@ FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "
 # prefill_excess's knee: chosen on the merged H200 calibrations' held-out cells among 1k-6k
 # (held-out error 7.9% without the feature; 6.9% at 1,024, 7.2% at 2,048 to 6,144)
 PREFILL_KNEE = 1024
-HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens")
+HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens", "piecewise")
 # the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
 RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx",
                   "decode_tail_ctx")  # fmt: skip
@@ -140,9 +142,21 @@ def uses_graph(batch, buckets: list[int] | None) -> bool:
     )
 
 
-def features(batch, buckets: list[int] | None = None,
-             split: DecodeSplit | None = None) -> list[float]:  # fmt: skip
-    """x(batch) in the order of FEATURES."""
+def piece_bucket(batch, buckets: list[int] | None, pieces: list[int] | None) -> int:
+    """The token bucket of the piecewise graphs the cuda executor replays for `batch`, 0 if it
+    replays none (ModelRunner._use_pieces): a step no decode graph takes, of at most the largest
+    piecewise bucket."""
+    n = batch.num_tokens
+    if not pieces or not 0 < n <= pieces[-1] or uses_graph(batch, buckets):
+        return 0
+    return bucket_of(pieces, n)
+
+
+def features(batch, buckets: list[int] | None = None, split: DecodeSplit | None = None,
+             pieces: list[int] | None = None) -> list[float]:  # fmt: skip
+    """x(batch) in the order of FEATURES; `buckets`: the decode graphs' batch sizes, `pieces`:
+    the piecewise graphs' token buckets, whose padding tokens count as prefill tokens (the
+    layers but attention compute them)."""
     d = batch.num_decode_seqs
     seq_lens = batch.seq_lens
     num_seqs = len(seq_lens)
@@ -158,6 +172,9 @@ def features(batch, buckets: list[int] | None = None,
         sampled = float(len(batch.logits_indices) - d)
     else:
         attn = qk = pf_tokens = sampled = 0.0
+    if pieces:
+        padded = piece_bucket(batch, buckets, pieces)
+        pf_tokens += padded - batch.num_tokens if padded else 0
     graph = bool(d) and uses_graph(batch, buckets)
     dec = float(bucket_of(buckets, d)) if graph else float(d)
     tail = split.tail_of(batch, buckets, graph, decode_max_ctx, decode_ctx) if split and d else 0.0
@@ -166,11 +183,14 @@ def features(batch, buckets: list[int] | None = None,
             max(0.0, pf_tokens - PREFILL_KNEE)]  # fmt: skip
 
 
-def host_features(batch, buckets: list[int] | None = None) -> list[float]:
+def host_features(batch, buckets: list[int] | None = None,
+                  pieces: list[int] | None = None) -> list[float]:  # fmt: skip
     """h(batch) in the order of HOST_FEATURES."""
-    eager = not (buckets and uses_graph(batch, buckets))
+    piecewise = bool(pieces) and piece_bucket(batch, buckets, pieces) > 0
+    eager = not piecewise and not (buckets and uses_graph(batch, buckets))
     rows, d = len(batch.seq_lens), batch.num_decode_seqs
-    return [1.0, float(eager), float(0 < d < rows), float(rows), float(batch.num_tokens)]
+    return [1.0, float(eager), float(0 < d < rows), float(rows), float(batch.num_tokens),
+            float(piecewise)]  # fmt: skip
 
 
 def nnls(a: np.ndarray, b: np.ndarray, max_iter: int = 200) -> np.ndarray:
@@ -283,7 +303,7 @@ class ProfileStepCost:
     """A profile's fitted model as the engine's step-cost model (harness/step_cost.py)."""
 
     def __init__(self, profile: dict, buckets: list[int] | None = None, block_size: int = 16,
-                 max_model_len: int | None = None):  # fmt: skip
+                 max_model_len: int | None = None, pieces: list[int] | None = None):  # fmt: skip
         model = profile["step_model"]
         known = tuple(model["features"])
         if known != FEATURES[: len(known)]:
@@ -292,7 +312,7 @@ class ProfileStepCost:
         # a profile fitted before a feature existed does not use it (coefficient 0); refit it
         # (python -m harness.calibrate --refit) to use it
         self.coef = [float(c) for c in model["coef"]] + [0.0] * (len(FEATURES) - len(known))
-        self.buckets = buckets
+        self.buckets, self.pieces = buckets, pieces or None
         self.split = DecodeSplit.of(profile.get("settings", {}), max_model_len)
         # The largest sizes the profile measured: a step beyond them is extrapolated (counted)
         cols = profile.get("points", {}).get("columns", [])
@@ -311,12 +331,14 @@ class ProfileStepCost:
         # model; otherwise the step model's time is the whole step
         self.host_time = self._host_time if host else None
         if host:
-            if tuple(host["features"]) != HOST_FEATURES:
+            known = tuple(host["features"])
+            if known != HOST_FEATURES[: len(known)]:
                 raise ConfigError(f"engine.profile={profile.get('name')}: host features "
                                   f"{host['features']} are not this version's "
                                   f"{list(HOST_FEATURES)}")  # fmt: skip
-            self._host = ([float(c) for c in host["before_launch"]["coef"]],
-                          [float(c) for c in host["after_launch"]["coef"]])  # fmt: skip
+            pad = [0.0] * (len(HOST_FEATURES) - len(known))  # fitted before they existed
+            self._host = ([float(c) for c in host["before_launch"]["coef"]] + pad,
+                          [float(c) for c in host["after_launch"]["coef"]] + pad)  # fmt: skip
         swaps = profile["swap_model"]
         # a block of another size moves proportionally many bytes
         scale = block_size / profile["kv_capacity"]["block_size"]
@@ -329,7 +351,7 @@ class ProfileStepCost:
         self._swap_timed_with_wait = pipelined
 
     def step_time(self, batch) -> float:
-        x = features(batch, self.buckets, self.split)
+        x = features(batch, self.buckets, self.split, self.pieces)
         c = self.coef
         self.num_steps += 1
         for i, m in self._range:
@@ -354,12 +376,12 @@ class ProfileStepCost:
 
     def _host_time(self, batch) -> tuple[float, float]:
         """The host's seconds before the launch of `batch` and after it (see the module)."""
-        h = host_features(batch, self.buckets)
+        h = host_features(batch, self.buckets, self.pieces)
         before, after = self._host
         return (before[0] + before[1] * h[1] + before[2] * h[2] + before[3] * h[3]
-                + before[4] * h[4],
+                + before[4] * h[4] + before[5] * h[5],
                 after[0] + after[1] * h[1] + after[2] * h[2] + after[3] * h[3]
-                + after[4] * h[4])  # fmt: skip
+                + after[4] * h[4] + after[5] * h[5])  # fmt: skip
 
     def swap_time(self, num_blocks: int, swap_in: bool = False) -> float:
         fixed, per_block = self._swap[bool(swap_in)]

@@ -82,10 +82,14 @@ def make_engine(
     watermark: float = 0.0,
     backend=None,
     pipelined: bool = False,
+    cuda_graphs: bool = False,
+    piecewise_max_tokens: int = 0,
 ) -> Engine:
     """A real engine (tiny model; torch reference kernels unless `backend`) with a manual clock."""
     model = model or make_model()
-    runner = ModelRunner(model, num_gpu_blocks, num_cpu_blocks, block_size, backend=backend)
+    runner = ModelRunner(model, num_gpu_blocks, num_cpu_blocks, block_size, backend=backend,
+                         cuda_graphs=cuda_graphs, max_num_seqs=max_num_seqs,
+                         piecewise_max_tokens=piecewise_max_tokens)  # fmt: skip
     kv = KVCacheManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark)
     limits = Limits(max_num_batched_tokens, max_num_seqs, model.args.max_position_embeddings)
     clock = clock or ManualClock(tick=1e-3)

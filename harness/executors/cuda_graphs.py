@@ -1,10 +1,20 @@
-"""CUDA graphs for decode-only steps: one graph per batch-size bucket, replayed on static buffers.
+"""CUDA graphs: whole-model graphs for decode-only steps, piecewise graphs for the other steps.
 
-A decode step of n sequences runs the graph of the smallest bucket >= n; the extra rows are
-padding (slot -1: nothing stored; seq_len 0: attention returns zeros). A graph ends at the final
-hidden states: the LM head then runs eagerly on the n real rows only, and no bucket keeps a
-[bucket, vocab] logits buffer alive (over all buckets of 1024 sequences those would hold ~17 GB).
-Mixed prefill/decode steps run eagerly.
+`DecodeGraphs`: a decode step of n sequences runs the graph of the smallest bucket >= n; the
+extra rows are padding (slot -1: nothing stored; seq_len 0: attention returns zeros). A graph
+ends at the final hidden states: the LM head then runs eagerly on the n real rows only, and no
+bucket keeps a [bucket, vocab] logits buffer alive (over all buckets of 1024 sequences those
+would hold ~17 GB).
+
+`PiecewiseGraphs` (vLLM's piecewise graphs): a prefill or mixed step of n tokens, up to
+`engine.piecewise_max_tokens`, runs the pieces of the smallest token bucket >= n. Everything but
+the attention over the paged cache (embedding, norms, projections, RoPE, the K/V store, the MLP)
+depends only on the token count, so it is captured per bucket, cut at every layer's attention
+(num_layers + 1 graphs); the attention, whose work depends on the batch's sequences, runs
+eagerly between them on the n real tokens. Padding tokens are stored nowhere (slot -1) and their
+rows are never read. Without them, an eager mixed step of an 8B model costs its host ~20 ms of
+kernel launches (benchmarks/host_drift_h200_2026-12-02.md), more than a 512-token step computes.
+Larger steps run eagerly: their launches hide behind their compute.
 """
 
 from __future__ import annotations
@@ -19,6 +29,16 @@ def capture_sizes(max_num_seqs: int) -> list[int]:
     sizes = [s for s in (1, 2, 4, 8) if s < max_num_seqs]
     sizes += list(range(16, max_num_seqs, 16)) + [max_num_seqs]
     return sorted(set(sizes))
+
+
+def piece_sizes(max_tokens: int) -> list[int]:
+    """Token buckets of the piecewise graphs: 8, every 16 up to 256, every 64 beyond, and
+    `max_tokens` itself (none when it is 0). Up to 256 tokens a step reads the weights more than
+    it computes, so 16 tokens of padding cost little; beyond, at most 63 tokens (< 20%)."""
+    if max_tokens <= 0:
+        return []
+    sizes = [8, *range(16, 257, 16), *range(320, max_tokens, 64)]
+    return sorted({s for s in sizes if s < max_tokens} | {max_tokens})
 
 
 class DecodeGraphs:
@@ -91,3 +111,92 @@ class DecodeGraphs:
         self.block_tables[:n, :width].copy_(staged["block_tables"])
         self.graphs[bs].replay()
         return self.model.compute_logits(self.hidden[bs][:n])
+
+
+class PiecewiseGraphs:
+    """Static token buffers + num_layers + 1 captured pieces per token bucket (the module)."""
+
+    def __init__(self, model, kv_cache, backend, sizes: list[int]) -> None:
+        self.model, self.kv_cache, self.backend = model, kv_cache, backend
+        self.sizes = list(sizes)
+        a, dev, dtype = model.args, kv_cache.device, kv_cache.dtype
+        n = self.sizes[-1]
+        self.num_layers = a.num_layers
+        self.scale = a.head_dim**-0.5
+        self.input_ids = torch.zeros(n, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(n, dtype=torch.long, device=dev)
+        self.slot_mapping = torch.full((n,), -1, dtype=torch.long, device=dev)
+        # Between pieces, outside the graphs' pool: each piece copies its queries and residual
+        # stream here; the eager attention reads the queries and writes its output here
+        self.queries = torch.zeros((n, a.num_heads, a.head_dim), dtype=dtype, device=dev)
+        self.attn_out = torch.zeros_like(self.queries)
+        self.residual = torch.zeros((n, a.hidden_size), dtype=dtype, device=dev)
+        self.graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}
+        self.hidden: dict[int, torch.Tensor] = {}  # each bucket's last piece's output
+
+    def _piece(self, i: int, t: int) -> torch.Tensor | None:
+        """Piece i on the first t rows of the static buffers (the capture meta stores K/V by
+        `slot_mapping` only); copies its outputs to the buffers; the last returns the hidden
+        states."""
+        meta = AttentionMetadata(
+            slot_mapping=self.slot_mapping[:t], query_start_loc=self.slot_mapping[:0],
+            seq_lens=self.slot_mapping[:0], block_tables=self.slot_mapping[:0],
+            max_query_len=t, max_seq_len=t, is_decode_only=False,
+        )  # fmt: skip
+        x = self.input_ids[:t] if i == 0 else self.attn_out[:t]
+        residual = None if i == 0 else self.residual[:t]
+        out, residual = self.model.piece(i, x, residual, self.positions[:t], self.kv_cache, meta,
+                                         self.backend)  # fmt: skip
+        if i == self.num_layers:
+            return out
+        self.queries[:t].copy_(out)
+        self.residual[:t].copy_(residual)
+        return None
+
+    @torch.inference_mode()
+    def capture(self) -> None:
+        """Capture every bucket's pieces, largest first, all in one memory pool: a piece's
+        temporaries are freed when it ends, so the pool holds one piece of the largest bucket
+        (and each bucket's hidden states)."""
+        pool = None
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for t in reversed(self.sizes):
+                for i in range(self.num_layers + 1):  # warm-up: cuBLAS picks, allocator settles
+                    self._piece(i, t)
+                graphs = []
+                for i in range(self.num_layers + 1):
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool=pool, stream=stream):
+                        out = self._piece(i, t)
+                    pool = graph.pool()
+                    graphs.append(graph)
+                self.hidden[t] = out
+                self.graphs[t] = graphs
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+
+    def bucket(self, num_tokens: int) -> int | None:
+        for t in self.sizes:
+            if t >= num_tokens:
+                return t
+        return None
+
+    def run(self, batch, staged: dict[str, torch.Tensor], meta: AttentionMetadata) -> torch.Tensor:
+        """The pieces of the batch's bucket with each layer's attention (over `meta`, the
+        batch's own) between them; returns the hidden states of its num_tokens real tokens."""
+        n = batch.num_tokens
+        t = self.bucket(n)
+        for name, pad in (("input_ids", 0), ("positions", 0), ("slot_mapping", -1)):
+            buf = getattr(self, name)
+            buf[:n].copy_(staged[name])
+            if t > n:
+                buf[n:t].fill_(pad)
+        graphs, cache = self.graphs[t], self.kv_cache
+        queries, attn_out = self.queries[:n], self.attn_out[:n]
+        for i in range(self.num_layers):
+            graphs[i].replay()
+            self.backend.attend(queries, cache[i][0], cache[i][1], meta, self.scale, out=attn_out)
+        graphs[-1].replay()
+        return self.hidden[t][:n]

@@ -105,8 +105,17 @@ class LocalExecutor:
             model, num_gpu, num_cpu, budget.block_size, backend=attention_backend(self.device),
             seed=seed, cuda_graphs=not e.enforce_eager, max_num_seqs=budget.max_num_seqs,
             max_model_len=self.max_model_len, max_forward_tokens=max_forward,
+            piecewise_max_tokens=self.piecewise_max_tokens(max_forward),
         )  # fmt: skip
         return num_gpu, num_cpu
+
+    def piecewise_max_tokens(self, max_forward: int | None) -> int:
+        """The largest step the piecewise graphs take (0: none): engine.piecewise_max_tokens,
+        at most a forward pass's tokens; none on the cpu or under enforce_eager."""
+        e = self.engine_cfg
+        if self.device.type != "cuda" or e.enforce_eager or e.piecewise_max_tokens <= 0:
+            return 0
+        return min(e.piecewise_max_tokens, max_forward or e.piecewise_max_tokens)
 
     # -- the executor interface (harness/executors/base.py) ------------------------------
     def launch(self, batch, feed_from=None):
@@ -135,8 +144,9 @@ class LocalExecutor:
                 # process holds now (weights) and the activations come off it; the rest is KV
                 # cache. The activations are measured: the largest eager step (a full token
                 # budget of prefill, then the LM head and sampling of max_num_seqs rows) plus
-                # the largest decode graph's pool (max_num_seqs one-token rows), and 512 MiB for
-                # allocator slack and library workspaces. Memory another process holds is not
+                # the largest decode graph's pool (max_num_seqs one-token rows), the piecewise
+                # graphs' pool (bounded by an eager step of their largest bucket), and 512 MiB
+                # for allocator slack and library workspaces. Memory another process holds is not
                 # ours to take, so free memory also bounds it.
                 profile = (self.model, attention_backend(device))
                 sampling = (e.temperature, e.top_p)
@@ -145,6 +155,10 @@ class LocalExecutor:
                                       self.max_model_len, *sampling)  # fmt: skip
                 act += peak_step_bytes(*profile, b.max_num_seqs, b.max_num_seqs, b.block_size,
                                        1, *sampling)  # fmt: skip
+                pieces = self.piecewise_max_tokens(tokens)
+                if pieces:
+                    act += peak_step_bytes(*profile, pieces, b.max_num_seqs, b.block_size,
+                                           self.max_model_len, *sampling)  # fmt: skip
                 act += 2**29
                 gc.collect()  # an earlier run's model and cache in this process, if unreachable
                 torch.cuda.empty_cache()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from harness.executors.base import Batch, split_batch
-from harness.executors.cuda_graphs import DecodeGraphs
+from harness.executors.cuda_graphs import DecodeGraphs, PiecewiseGraphs, piece_sizes
 from harness.models.attention import AttentionMetadata, TorchAttention
 from harness.models.llama import LlamaModel
 from kernels.kv_swap import swap_blocks_ref
@@ -87,6 +87,7 @@ class ModelRunner:
         max_num_seqs: int = 256,
         max_model_len: int | None = None,
         max_forward_tokens: int | None = None,
+        piecewise_max_tokens: int = 0,
     ) -> None:
         self.model = model
         # A batch with more tokens than this (static batching's padded pass, a whole prompt
@@ -110,7 +111,7 @@ class ModelRunner:
         # Only a cuda launch returns before the step is computed, so only there can the engine
         # prepare step n+1 while step n runs (on the cpu a launch computes synchronously).
         self.overlaps_host = self.device.type == "cuda"
-        self.graphs = None
+        self.graphs = self.pieces = None
         self._warmup(block_size, max_model_len or model.args.max_position_embeddings)
         if cuda_graphs and self.device.type == "cuda":
             self.graphs = DecodeGraphs(
@@ -118,6 +119,12 @@ class ModelRunner:
                 max_model_len or model.args.max_position_embeddings, block_size,
             )  # fmt: skip
             self.graphs.capture()
+        # Prefill and mixed steps of up to this many tokens (and no more than a forward pass
+        # takes) replay piecewise graphs, the attention eager between them
+        top = min(piecewise_max_tokens, max_forward_tokens or piecewise_max_tokens)
+        if cuda_graphs and self.device.type == "cuda" and top > 0:
+            self.pieces = PiecewiseGraphs(model, self.kv_cache, self.backend, piece_sizes(top))
+            self.pieces.capture()
 
     def _warmup(self, block_size: int, max_model_len: int) -> None:
         """Compile every Triton kernel variant now (on cuda), not during a measured step: the
@@ -190,6 +197,9 @@ class ModelRunner:
             t["input_ids"] = torch.where(t["feed"] >= 0, src, t["input_ids"])
         if self._use_graph(batch):
             logits = self.graphs.run(batch, t)  # decode-only: every row is sampled, in order
+        elif self._use_pieces(batch):
+            hidden = self.pieces.run(batch, t, self._meta(batch, t))
+            logits = self._logits(batch, t, hidden)
         else:
             logits = self._eager_logits(batch, t)
         if logits is None:
@@ -206,8 +216,13 @@ class ModelRunner:
             and batch.max_seq_len <= self.graphs.max_model_len
         )
 
-    def _eager_logits(self, batch: Batch, t: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        meta = AttentionMetadata(
+    def _use_pieces(self, batch: Batch) -> bool:
+        """A step that is not a decode graph's, of at most the largest piecewise bucket."""
+        return self.pieces is not None and 0 < batch.num_tokens <= self.pieces.sizes[-1]
+
+    @staticmethod
+    def _meta(batch: Batch, t: dict[str, torch.Tensor]) -> AttentionMetadata:
+        return AttentionMetadata(
             slot_mapping=t["slot_mapping"],
             query_start_loc=t["query_start_loc"],
             seq_lens=t["seq_lens"],
@@ -218,9 +233,15 @@ class ModelRunner:
             num_decode_seqs=batch.num_decode_seqs,
             max_decode_seq_len=batch.max_decode_seq_len,
         )
+
+    def _eager_logits(self, batch: Batch, t: dict[str, torch.Tensor]) -> torch.Tensor | None:
         hidden = self.model(
-            t["input_ids"], t["positions"], self.kv_cache, meta, self.backend
+            t["input_ids"], t["positions"], self.kv_cache, self._meta(batch, t), self.backend
         )  # [num_tokens, hidden_size]
+        return self._logits(batch, t, hidden)
+
+    def _logits(self, batch: Batch, t: dict[str, torch.Tensor], hidden: torch.Tensor):
+        """The LM head over the sampled rows of `hidden` (None: no row is sampled)."""
         if len(batch.logits_indices) == 0:
             return None
         return self.model.compute_logits(hidden[t["logits_indices"]])

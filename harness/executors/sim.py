@@ -110,13 +110,17 @@ class SimExecutor:
         num_cpu = budget.num_cpu_blocks
         if num_cpu is None:
             num_cpu = int(kv["num_cpu_blocks"] * scale)
-        buckets = None
-        if self.profile["settings"].get("cuda_graphs"):
-            from harness.executors.cuda_graphs import capture_sizes
+        buckets = pieces = None
+        settings = self.profile["settings"]
+        if settings.get("cuda_graphs"):
+            from harness.executors.cuda_graphs import capture_sizes, piece_sizes
 
             buckets = capture_sizes(budget.max_num_seqs)
+            if settings.get("piecewise_buckets"):  # as LocalExecutor sizes them for this run
+                top = max(max_num_batched_tokens, budget.max_num_seqs)
+                pieces = piece_sizes(min(self.engine_cfg.piecewise_max_tokens, top))
         self.step_cost = ProfileStepCost(self.profile, buckets, budget.block_size,
-                                         self.max_model_len)  # fmt: skip
+                                         self.max_model_len, pieces)  # fmt: skip
         return num_gpu, num_cpu
 
     def run_notes(self) -> dict:

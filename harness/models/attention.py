@@ -35,11 +35,13 @@ class TorchAttention:
         """Nothing to compile."""
         return 0
 
-    def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float):
-        return paged_extend_attention_ref(
+    def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float, out=None):
+        """[num_tokens, num_heads, head_dim]; written into `out` when given."""
+        o = paged_extend_attention_ref(
             query, k_cache, v_cache, meta.block_tables, meta.query_start_loc.cpu(),
             meta.seq_lens.cpu(), scale,
         )  # fmt: skip
+        return o if out is None else out.copy_(o)
 
 
 class TritonAttention:
@@ -62,14 +64,15 @@ class TritonAttention:
 
         return warmup(num_heads, num_kv_heads, head_dim, page_size, dtype, device, max_query_len)
 
-    def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float):
+    def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float, out=None):
+        """[num_tokens, num_heads, head_dim]; written into `out` when given."""
         if meta.is_decode_only:
             return self._decode(
                 query, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale,
-                max_seq_len=meta.max_seq_len,
+                max_seq_len=meta.max_seq_len, out=out,
             )  # fmt: skip
         return self._extend(
             query, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
-            max_query_len=meta.max_query_len, scale=scale, num_decode_seqs=meta.num_decode_seqs,
-            max_decode_seq_len=meta.max_decode_seq_len or None,
+            max_query_len=meta.max_query_len, scale=scale, out=out,
+            num_decode_seqs=meta.num_decode_seqs, max_decode_seq_len=meta.max_decode_seq_len or None,
         )  # fmt: skip

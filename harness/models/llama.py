@@ -92,17 +92,18 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.q_size, args.hidden_size, bias=False)
         self.scale = args.head_dim**-0.5
 
-    def forward(self, x, positions, rope, kv_cache, meta: AttentionMetadata, backend, ops):
+    def project_and_store(self, x, positions, rope, kv_cache, meta: AttentionMetadata, backend,
+                          ops) -> torch.Tensor:  # fmt: skip
+        """QKV projection, RoPE, and the new K/V stored in the paged cache (by
+        `meta.slot_mapping` only); returns the queries [num_tokens, num_heads, head_dim]."""
         qkv = self.qkv_proj(x)  # [num_tokens, q_size + 2 * kv_size]
         qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
         qk = rope(positions, qk.view(-1, self.num_heads + self.num_kv_heads, self.head_dim), ops)
         q = qk[:, : self.num_heads]  # [num_tokens, num_heads, head_dim]
         k = qk[:, self.num_heads :]  # [num_tokens, num_kv_heads, head_dim]
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        k_cache, v_cache = kv_cache[0], kv_cache[1]
-        backend.store_kv(k, v, k_cache, v_cache, meta)
-        out = backend.attend(q, k_cache, v_cache, meta, self.scale)  # [num_tokens, heads, dim]
-        return self.o_proj(out.reshape(-1, self.q_size))
+        backend.store_kv(k, v, kv_cache[0], kv_cache[1], meta)
+        return q
 
 
 class MLP(nn.Module):
@@ -127,8 +128,23 @@ class DecoderLayer(nn.Module):
     def forward(self, x, residual, positions, rope, kv_cache, meta, backend, ops):
         """Returns (this layer's MLP output, the residual stream before it), vLLM-style: the
         next norm adds them, so each residual add is fused into a norm."""
+        q, residual = self.before_attention(x, residual, positions, rope, kv_cache, meta,
+                                            backend, ops)  # fmt: skip
+        out = backend.attend(q, kv_cache[0], kv_cache[1], meta, self.self_attn.scale)
+        return self.after_attention(out, residual, ops)
+
+    # The layer cut at its attention, for piecewise CUDA graphs (harness/executors/cuda_graphs.py):
+    # everything but the attention over the paged cache depends on the token count only.
+    def before_attention(self, x, residual, positions, rope, kv_cache, meta, backend, ops):
+        """(queries [num_tokens, num_heads, head_dim], residual stream): norm, QKV, RoPE, and
+        the K/V stored."""
         h, residual = self.input_layernorm(x, ops, residual)
-        h = self.self_attn(h, positions, rope, kv_cache, meta, backend, ops)
+        q = self.self_attn.project_and_store(h, positions, rope, kv_cache, meta, backend, ops)
+        return q, residual
+
+    def after_attention(self, attn_out, residual, ops):
+        """(MLP output, residual stream) from the attention's output [num_tokens, heads, dim]."""
+        h = self.self_attn.o_proj(attn_out.reshape(-1, self.self_attn.q_size))
         h, residual = self.post_attention_layernorm(h, ops, residual)
         return self.mlp(h, ops), residual
 
@@ -163,6 +179,22 @@ class LlamaModel(nn.Module):
                 x, residual, positions, self.rope, kv_cache[i], meta, backend, self.ops
             )
         return self.norm(x, self.ops, residual)[0]
+
+    def piece(self, i: int, x, residual, positions, kv_cache, meta, backend):
+        """Piece `i` of the forward pass cut at every attention (num_layers + 1 pieces): piece
+        0 embeds `x` (token ids) and runs layer 0 up to its attention; piece i runs layer i - 1
+        from its attention's output `x` and layer i up to its attention; both return (queries,
+        residual). The last piece returns (hidden states after the final norm, None). Running
+        the pieces with each layer's attention between them computes `forward`."""
+        if i == 0:
+            x, residual = self.embed_tokens(x), None
+        else:
+            x, residual = self.layers[i - 1].after_attention(x, residual, self.ops)
+        if i == len(self.layers):
+            return self.norm(x, self.ops, residual)[0], None
+        return self.layers[i].before_attention(
+            x, residual, positions, self.rope, kv_cache[i], meta, backend, self.ops
+        )
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[num_rows, vocab_size] in the model's dtype (greedy sampling needs no float copy)."""

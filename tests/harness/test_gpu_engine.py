@@ -17,9 +17,10 @@ from tests.conftest import ManualClock, make_model, make_specs, requires_cuda, r
 pytestmark = [pytest.mark.gpu, requires_cuda]
 
 
-def _serve(model, graphs: bool, specs, pipelined: bool = False):
+def _serve(model, graphs: bool, specs, pipelined: bool = False, pieces: int = 0):
     runner = ModelRunner(model, 256, 0, 16, backend=TritonAttention(), cuda_graphs=graphs,
-                         max_num_seqs=16, max_model_len=1024)  # fmt: skip
+                         max_num_seqs=16, max_model_len=1024,
+                         piecewise_max_tokens=pieces)  # fmt: skip
     kv = KVCacheManager(256, 16)
     engine = Engine(FcfsPolicy(), runner, kv, Limits(1024, 16, 1024), ManualClock(1e-3), Recorder(),
                     pipelined=pipelined)  # fmt: skip
@@ -39,6 +40,57 @@ def test_cuda_graph_decode_matches_eager():
     assert pipelined == eager
     pipelined_eager, _ = _serve(model, False, specs, pipelined=True)
     assert pipelined_eager == eager
+    # prefill and mixed steps of up to 256 tokens through the piecewise graphs (larger eager)
+    for pipe in (False, True):
+        piecewise, _ = _serve(model, True, specs, pipelined=pipe, pieces=256)
+        assert piecewise == eager
+
+
+def test_piecewise_graphs_compute_what_the_eager_pass_computes():
+    """bf16 8B-shaped layers cut short (2 layers): one mixed batch through the piecewise graphs
+    of a padded bucket gives the eager pass's logits."""
+    import dataclasses
+
+    import torch
+
+    from harness.executors.base import Batch
+    from harness.models.config import preset_args
+    from harness.models.llama import LlamaModel, TritonOps, init_random_weights
+
+    args = dataclasses.replace(preset_args("llama3_8b"), num_layers=2, vocab_size=4096)
+    model = LlamaModel(args).to("cuda", torch.bfloat16)
+    model.ops = TritonOps()
+    init_random_weights(model, 0)
+    runners = [ModelRunner(model, 64, 0, 16, backend=TritonAttention(), cuda_graphs=True,
+                           max_num_seqs=8, max_model_len=512, piecewise_max_tokens=p)
+               for p in (0, 128)]  # fmt: skip
+    assert runners[0].pieces is None and runners[1].pieces.bucket(53) == 64
+    # two decode rows (contexts 20, 35) then a 51-token chunk after a 16-token prefix: 53 tokens
+    lens, q = np.array([20, 35, 67], np.int32), np.array([1, 1, 51])
+    qsl = np.concatenate([[0], np.cumsum(q)]).astype(np.int32)
+    tables = np.arange(15, dtype=np.int32).reshape(3, 5)
+    pos = np.concatenate([[19], [34], np.arange(16, 67)]).astype(np.int64)
+    row = np.repeat(np.arange(3), q)
+    slots = (tables[row, pos // 16] * 16 + pos % 16).astype(np.int64)
+    rng = np.random.default_rng(0)
+    batch = Batch(
+        input_ids=rng.integers(0, 4096, 53).astype(np.int64), positions=pos, slot_mapping=slots,
+        query_start_loc=qsl, seq_lens=lens, block_tables=tables,
+        logits_indices=np.array([0, 1, 52]), max_query_len=51, max_seq_len=67,
+        num_decode_seqs=2, max_decode_seq_len=35,
+    )  # fmt: skip
+    logits = []
+    for r in runners:
+        r.kv_cache.normal_(0, 1, generator=torch.Generator("cuda").manual_seed(1))
+        t = r.staging.stage(batch)
+        out = r._logits(batch, t, r.pieces.run(batch, t, r._meta(batch, t))) if r.pieces else (
+            r._eager_logits(batch, t))  # fmt: skip
+        logits.append(out.float())
+        logits.append(r.kv_cache.float())  # the K/V stored by the pass, padding nowhere
+    eager, eager_cache, piecewise, piecewise_cache = logits
+    torch.testing.assert_close(piecewise, eager, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(piecewise_cache, eager_cache, atol=2e-2, rtol=2e-2)
+    assert (piecewise_cache[:, :, 15:] == eager_cache[:, :, 15:]).all()  # no block of the batch
 
 
 @pytest.mark.parametrize("policy", ["chunked_prefill", "preempt_cpu", "static"])

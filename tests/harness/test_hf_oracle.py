@@ -113,6 +113,41 @@ def test_engine_matches_hf_generate(kind, device, pipelined, tmp_path):
         assert got == _hf_greedy(hf, spec.prompt_ids, spec.max_output_tokens), spec.request_id
 
 
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("pipelined", [False, True], ids=["sync", "pipelined"])
+def test_cuda_graphs_and_piecewise_graphs_match_hf_generate(pipelined, tmp_path):
+    """Decode steps through the decode graphs, every prefill and mixed step through the
+    piecewise graphs (buckets up to 64 tokens, a 24-token budget): HF's greedy tokens."""
+    hf = _save_random_checkpoint("llama", tmp_path).to("cuda")
+    model = build_model("tiny", str(tmp_path), torch.device("cuda"), torch.float32)
+    specs = make_specs([1, 5, 16, 17, 33, 70, 129], [9, 12, 7, 20, 5, 16, 11], vocab_size=256,
+                       seed=1)  # fmt: skip
+    engine = make_engine(
+        OddChunks(chunk=7), model=model, num_gpu_blocks=64, block_size=16,
+        max_num_batched_tokens=24, max_num_seqs=8, backend=TritonAttention(),
+        pipelined=pipelined, cuda_graphs=True, piecewise_max_tokens=64,
+    )  # fmt: skip
+    runner = engine.executor
+    assert runner.pieces is not None and runner.pieces.sizes == [8, 16, 32, 48, 64]
+    calls = {"pieces": 0, "graphs": 0}
+    for name, obj in (("pieces", runner.pieces), ("graphs", runner.graphs)):
+        real = obj.run
+
+        def counted(*args, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*args)
+
+        obj.run = counted
+    run_to_completion(engine, specs)
+    steps = engine.recorder.steps_frame()
+    assert calls["pieces"] == int((steps.num_prefill_tokens > 0).sum()) > 0
+    assert calls["graphs"] > 0
+    for spec in specs:
+        got = engine.requests[spec.request_id].output_ids
+        assert got == _hf_greedy(hf, spec.prompt_ids, spec.max_output_tokens), spec.request_id
+
+
 def test_unsupported_architecture_is_named(tmp_path):
     (tmp_path / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}')
     with pytest.raises(ModelLoadError, match="GPT2LMHeadModel.*not supported"):
