@@ -55,10 +55,11 @@ def test_piecewise_graphs_compute_what_the_eager_pass_computes():
 
     from harness.executors.base import Batch
     from harness.models.config import preset_args
-    from harness.models.llama import LlamaModel, TritonOps, init_random_weights
+    from harness.models.llama import LlamaModel, RotaryEmbedding, TritonOps, init_random_weights
 
     args = dataclasses.replace(preset_args("llama3_8b"), num_layers=2, vocab_size=4096)
     model = LlamaModel(args).to("cuda", torch.bfloat16)
+    model.rope = RotaryEmbedding(args).to("cuda")  # float32 tables, as build_model keeps them
     model.ops = TritonOps()
     init_random_weights(model, 0)
     runners = [ModelRunner(model, 64, 0, 16, backend=TritonAttention(), cuda_graphs=True,
