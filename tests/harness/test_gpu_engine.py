@@ -82,12 +82,13 @@ def test_piecewise_graphs_compute_what_the_eager_pass_computes():
     )  # fmt: skip
     logits = []
     for r in runners:
-        r.kv_cache.normal_(0, 1, generator=torch.Generator("cuda").manual_seed(1))
-        t = r.staging.stage(batch)
-        out = r._logits(batch, t, r.pieces.run(batch, t, r._meta(batch, t))) if r.pieces else (
-            r._eager_logits(batch, t))  # fmt: skip
-        logits.append(out.float())
-        logits.append(r.kv_cache.float())  # the K/V stored by the pass, padding nowhere
+        with torch.inference_mode():  # as the runner's own launches
+            r.kv_cache.normal_(0, 1, generator=torch.Generator("cuda").manual_seed(1))
+            t = r.staging.stage(batch)
+            out = r._logits(batch, t, r.pieces.run(batch, t, r._meta(batch, t))) if (
+                r.pieces) else r._eager_logits(batch, t)  # fmt: skip
+            logits.append(out.float())
+            logits.append(r.kv_cache.float())  # the K/V stored by the pass, padding nowhere
     eager, eager_cache, piecewise, piecewise_cache = logits
     torch.testing.assert_close(piecewise, eager, atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(piecewise_cache, eager_cache, atol=2e-2, rtol=2e-2)
