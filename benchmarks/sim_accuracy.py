@@ -176,6 +176,7 @@ def _record_steps(recorded: dict, name: str, executor, steps) -> None:
     """Each step of a real run: its batch's step and host features (harness.sim_model), its
     measured device time and the host's time before and after its launch, as the calibration
     measures them; for diagnosis (what the profile predicts for the steps a run really took)."""
+    from harness.calibrate import _decode_split
     from harness.sim_model import features, host_features
 
     runner = getattr(executor._executor, "runner", None)
@@ -186,7 +187,8 @@ def _record_steps(recorded: dict, name: str, executor, steps) -> None:
     before = (steps["host_time_s"] - steps["swap_time_s"]).to_numpy(float).tolist()
     after = executor.host_after_launch(before)
     batches = executor.batches
-    recorded[f"{name}/x"] = np.array([features(b, buckets, None, pieces) for b in batches])
+    split = _decode_split(executor._executor)  # the split kernel's tail (decode_tail_ctx)
+    recorded[f"{name}/x"] = np.array([features(b, buckets, split, pieces) for b in batches])
     recorded[f"{name}/h"] = np.array([host_features(b, buckets, pieces) for b in batches])
     recorded[f"{name}/device_time_s"] = steps["device_time_s"].to_numpy(float)
     recorded[f"{name}/duration_s"] = steps["duration_s"].to_numpy(float)

@@ -57,6 +57,7 @@ GPU, and a request that arrives while a step runs joins the step after the next.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,9 +83,9 @@ PROFILE_FORMAT = 1
 def bucket_of(buckets: list[int] | None, n: int) -> int:
     """The smallest captured CUDA-graph batch size >= n, or n (none captured, or too large)."""
     if buckets:
-        for b in buckets:
-            if b >= n:
-                return b
+        i = bisect_left(buckets, n)  # sorted ascending
+        if i < len(buckets):
+            return buckets[i]
     return n
 
 

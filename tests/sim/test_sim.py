@@ -291,3 +291,67 @@ def test_refit_refuses_calibrations_of_two_split_rules(profile_file, tmp_path):
     with pytest.raises(ConfigError, match="decode_split"):
         refit([str(x) for x in paths])
     assert refit([str(paths[0]), str(paths[0])])["settings"]["decode_split"]["graph_bound"] == 4096
+
+
+def test_refit_keeps_only_the_unchanged_paths_of_calibrations_without_piecewise_graphs(
+    profile_file, tmp_path
+):
+    """Merged with a calibration measured with piecewise graphs, an older one keeps its
+    decode-graph steps and its eager steps beyond the largest bucket only: the others ran a
+    path the graphs change (eager launches), so their times are not the new engine's."""
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    cols = p["points"]["columns"]
+    eager, tokens = cols.index("host_eager"), cols.index("host_tokens")
+    rows = p["points"]["rows"]
+    top = 256
+    assert any(r[tokens] <= top for r in rows) and any(r[tokens] > top for r in rows)
+    pieces = [8, *range(16, top + 1, 16)]
+    new = dict(p, settings={**p["settings"], "piecewise_buckets": pieces})
+    old = json.loads(profile_file.read_text())  # as measured before: no host_piecewise column
+    drop = cols.index("host_piecewise")
+    old["points"] = {"columns": cols[:drop] + cols[drop + 1 :],
+                     "rows": [r[:drop] + r[drop + 1 :] for r in rows]}  # fmt: skip
+    del old["settings"]["piecewise_buckets"]
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    merged = refit([str(tmp_path / "new.json"), str(tmp_path / "old.json")])
+    kept = sum(1 for r in rows if not r[eager] or r[tokens] > top)
+    assert merged["refit"]["dropped_points"] == {"old.json": len(rows) - kept}
+    assert len(merged["points"]["rows"]) == len(rows) + kept
+    assert merged["settings"]["piecewise_buckets"] == pieces
+    assert "host_piecewise" in merged["refit"]["derived_features"]
+    # alone, or among calibrations all without piecewise graphs, nothing is dropped
+    assert refit([str(tmp_path / "old.json")])["refit"]["dropped_points"] == {}
+    # calibrations with piecewise graphs of two extents do not merge
+    other = dict(new, settings={**new["settings"], "piecewise_buckets": pieces[:-1]})
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match="piecewise_max_tokens"):
+        refit([str(tmp_path / "new.json"), str(tmp_path / "other.json")])
+
+
+def test_the_simulator_sizes_the_piecewise_buckets_as_the_cuda_executor_would(
+    compose_cfg, profile_file, tmp_path
+):
+    from harness.executors.cuda_graphs import piece_sizes
+
+    p = json.loads(profile_file.read_text())
+    cuda = dict(p, settings={**p["settings"], "cuda_graphs": True,
+                             "piecewise_buckets": piece_sizes(1024)})  # fmt: skip
+    path = tmp_path / "cuda.json"
+    path.write_text(json.dumps(cuda))
+
+    def pieces(*extra):
+        cfg = compose_cfg("engine=sim", f"engine.profile={path}", *QUIET, *WORKLOAD, *extra)
+        executor = build_executor(cfg)
+        executor.start(cfg.budget, 512)
+        return executor.step_cost.pieces
+
+    assert pieces() == piece_sizes(512)  # no larger than a step of this run
+    assert pieces("engine.piecewise_max_tokens=256") == piece_sizes(256)
+    assert pieces("engine.piecewise_max_tokens=0") is None
+    from harness.config import validate
+
+    with pytest.raises(ConfigError, match="piecewise_max_tokens=-1"):
+        validate(compose_cfg("engine.piecewise_max_tokens=-1"))

@@ -167,3 +167,60 @@ def test_a_hot_grid_puts_unmeasured_full_budget_steps_before_each_cell():
         return [(s.cell, sorted(s.tokens.values())) for s in plan.steps if s.cell >= 0]
 
     assert measured(cold) == measured(p)  # the same measured steps, heated
+
+
+def test_a_step_the_piecewise_graphs_take_costs_its_token_bucket():
+    """ModelRunner._use_pieces's rule: a step no decode graph takes, of at most the largest
+    token bucket, replays the pieces of the smallest bucket >= its tokens; the padding tokens
+    run through every layer but attention (prefill_tokens), the host launches pieces."""
+    from harness.executors.cuda_graphs import piece_sizes
+    from harness.sim_model import HOST_FEATURES, host_features, piece_bucket
+
+    buckets, pieces = [1, 2, 4, 8], piece_sizes(64)
+    assert pieces == [8, 16, 32, 48, 64]
+    mixed = _batch([10, 20], [(51, 67)])  # 53 tokens: bucket 64
+    assert piece_bucket(mixed, buckets, pieces) == 64
+    f = dict(zip(FEATURES, features(mixed, buckets, None, pieces), strict=True))
+    assert f["prefill_tokens"] == 51 + 11 and f["mixed_decode"] == 2
+    assert dict(zip(FEATURES, features(mixed, buckets), strict=True))["prefill_tokens"] == 51
+    h = dict(zip(HOST_FEATURES, host_features(mixed, buckets, pieces), strict=True))
+    assert h["piecewise"] == 1 and h["eager"] == 0 and h["mixed"] == 1 and h["tokens"] == 53
+    # a decode the decode graphs take: no pieces; a step beyond the largest bucket: eager
+    decode = _batch([10] * 3, [])
+    assert piece_bucket(decode, buckets, pieces) == 0
+    h = dict(zip(HOST_FEATURES, host_features(decode, buckets, pieces), strict=True))
+    assert h["piecewise"] == 0 and h["eager"] == 0
+    big = _batch([10], [(100, 100)])
+    assert piece_bucket(big, buckets, pieces) == 0
+    h = dict(zip(HOST_FEATURES, host_features(big, buckets, pieces), strict=True))
+    assert h["piecewise"] == 0 and h["eager"] == 1
+    assert features(big, buckets, None, pieces) == features(big, buckets)
+    # decode rows beyond the largest decode graph: the pieces take them
+    wide = _batch([10] * 9, [])
+    assert piece_bucket(wide, buckets, pieces) == 16
+
+
+def test_piece_sizes_pad_little():
+    from harness.executors.cuda_graphs import piece_sizes
+
+    assert piece_sizes(0) == []
+    for top in (8, 100, 512, 1024, 1500):
+        sizes = piece_sizes(top)
+        assert sizes[-1] == top and sizes == sorted(set(sizes)) and sizes[0] <= 8
+        for n in range(1, top + 1):
+            b = next(s for s in sizes if s >= n)
+            assert b - n < (16 if n <= 256 else 64)
+
+
+def test_a_profile_without_the_piecewise_host_feature_costs_nothing_for_it():
+    from harness.executors.cuda_graphs import piece_sizes
+    from harness.sim_model import HOST_FEATURES, ProfileStepCost, load_profile
+
+    profile = load_profile("h200_llama3_8b_eager")
+    host = profile["host_model"]
+    assert host["features"] == list(HOST_FEATURES[:5])  # fitted before piecewise existed
+    cost = ProfileStepCost(profile, [1, 2, 4, 8], 16, None, piece_sizes(64))
+    mixed = _batch([10, 20], [(51, 67)])
+    before = host["before_launch"]["coef"]
+    h = [1.0, 0.0, 1.0, 3.0, 53.0]  # the pieces' step: not eager, no piecewise term
+    assert cost.host_time(mixed)[0] == pytest.approx(sum(c * x for c, x in zip(before, h)))
