@@ -163,6 +163,7 @@ def test_a_hot_grid_puts_unmeasured_full_budget_steps_before_each_cell():
         assert [steps[j].cell for j in (i - 2, i - 1)] == [-1, -1]
         assert all(sum(steps[j].tokens.values()) == 256 for j in (i - 2, i - 1))
     cold = build_plan({**grid, "heat_steps": 0}, 16, 400, 256, 64, 4096)
+
     def measured(plan):  # each measured step's cell and its rows' token counts
         return [(s.cell, sorted(s.tokens.values())) for s in plan.steps if s.cell >= 0]
 
@@ -223,4 +224,6 @@ def test_a_profile_without_the_piecewise_host_feature_costs_nothing_for_it():
     mixed = _batch([10, 20], [(51, 67)])
     before = host["before_launch"]["coef"]
     h = [1.0, 0.0, 1.0, 3.0, 53.0]  # the pieces' step: not eager, no piecewise term
-    assert cost.host_time(mixed)[0] == pytest.approx(sum(c * x for c, x in zip(before, h)))
+    assert cost.host_time(mixed)[0] == pytest.approx(
+        sum(c * x for c, x in zip(before, h, strict=True))
+    )
