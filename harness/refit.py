@@ -84,6 +84,20 @@ def fill_missing(point: dict, names, derive: dict, source: str = "a profile") ->
     return done
 
 
+def _agreed(known: dict, describe, setting: str):
+    """The one value that the calibrations of `known` (path: value, those that have one) all
+    hold, or None when none has one; two different values are an error, each `describe`d."""
+    if not known:
+        return None
+    first_path, first = next(iter(known.items()))
+    for path, value in known.items():
+        if value != first:
+            raise ConfigError(f"--refit: {path} was measured with {describe(value)}, "
+                              f"{first_path} with {describe(first)}: merge calibrations "
+                              f"measured alike ({setting})")  # fmt: skip
+    return first
+
+
 def _split_of(paths: list[str], profiles: list[dict]) -> DecodeSplit | None:
     """The split rule of the calibrations merged (one for all: the same GPU, model and bound);
     a cuda one without any cannot be refitted."""
@@ -91,14 +105,7 @@ def _split_of(paths: list[str], profiles: list[dict]) -> DecodeSplit | None:
                                                                         strict=True)}  # fmt: skip
     known = {path: rule for path, rule in rules.items() if rule is not None}
     if known:
-        first_path, first = next(iter(known.items()))
-        for path, rule in known.items():
-            if rule != first:
-                raise ConfigError(
-                    f"--refit: {path} was measured with decode_split {rule}, "
-                    f"{first_path} with {first}: merge calibrations measured alike"
-                )
-        return first
+        return _agreed(known, lambda rule: f"decode_split {rule}", "settings.decode_split")
     if profiles[0]["settings"].get("kind") == "cuda":
         raise ConfigError(f"--refit: {', '.join(paths)} record no decode_split (measured before "
                           "decode_tail_ctx existed): merge them with a calibration of this "
@@ -146,17 +153,8 @@ def _pieces_of(paths: list[str], profiles: list[dict]) -> list[int] | None:
     for all), or None."""
     known = {path: prof["settings"]["piecewise_buckets"] for path, prof in zip(paths, profiles,
              strict=True) if prof["settings"].get("piecewise_buckets")}  # fmt: skip
-    if not known:
-        return None
-    first_path, first = next(iter(known.items()))
-    for path, pieces in known.items():
-        if pieces != first:
-            raise ConfigError(
-                f"--refit: {path} was measured with piecewise buckets up to "
-                f"{pieces[-1]} tokens, {first_path} up to {first[-1]}: merge "
-                "calibrations measured alike (engine.piecewise_max_tokens)"
-            )
-    return first
+    return _agreed(known, lambda pieces: f"piecewise buckets up to {pieces[-1]} tokens",
+                   "engine.piecewise_max_tokens")  # fmt: skip
 
 
 def _same_path(p: dict, pieces: list[int] | None) -> bool:
