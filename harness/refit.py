@@ -181,6 +181,12 @@ def refit(paths: list[str], name: str | None = None) -> dict:
         for p in pts:
             derived |= fill_missing(p, names, derive, prof.get("name"))
             p["cell"] += offset  # cells stay distinct (held-out cells are every fourth)
+        # the next point is the next step only before any is dropped
+        if host and not prof["settings"].get("host_after_excludes_swaps"):
+            for p, nxt in zip(pts, pts[1:], strict=False):
+                if p["host_after_s"] is not None:
+                    p["host_after_s"] -= nxt["swap_time_s"]
+            derived.add("host_after_s")
         if pieces and not prof["settings"].get("piecewise_buckets"):
             if not host:
                 raise ConfigError(
@@ -190,11 +196,6 @@ def refit(paths: list[str], name: str | None = None) -> dict:
             kept = [p for p in pts if _same_path(p, pieces)]
             dropped[Path(path).name] = len(pts) - len(kept)
             pts = kept
-        if host and not prof["settings"].get("host_after_excludes_swaps"):
-            for p, nxt in zip(pts, pts[1:], strict=False):
-                if p["host_after_s"] is not None:
-                    p["host_after_s"] -= nxt["swap_time_s"]
-            derived.add("host_after_s")
         offset = max(p["cell"] for p in pts) + 1 if pts else offset
         points += pts
     pipelined = bool(first["settings"].get("async_scheduling"))

@@ -355,3 +355,39 @@ def test_the_simulator_sizes_the_piecewise_buckets_as_the_cuda_executor_would(
 
     with pytest.raises(ConfigError, match="piecewise_max_tokens=-1"):
         validate(compose_cfg("engine.piecewise_max_tokens=-1"))
+
+
+def test_refit_takes_the_next_steps_swap_out_before_it_drops_points(profile_file, tmp_path):
+    """An older calibration (the next step's swap inside host_after_s) merged with one measured
+    with piecewise graphs: each kept point loses its own next step's swap, even when that next
+    step is one the merge drops."""
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    cols = p["points"]["columns"]
+    after, swap = cols.index("host_after_s"), cols.index("swap_time_s")
+    eager, tokens = cols.index("host_eager"), cols.index("host_tokens")
+    rows = p["points"]["rows"]
+    top = 256
+    pieces = [8, *range(16, top + 1, 16)]
+    new = dict(p, settings={**p["settings"], "piecewise_buckets": pieces})
+    old = json.loads(profile_file.read_text())
+    drop = cols.index("host_piecewise")
+    measured = [list(r) for r in rows]  # as measured before: the next step's swap inside
+    for r, nxt in zip(measured, rows[1:], strict=False):
+        if r[after] is not None:
+            r[after] += nxt[swap]
+    old["points"] = {"columns": cols[:drop] + cols[drop + 1 :],
+                     "rows": [r[:drop] + r[drop + 1 :] for r in measured]}  # fmt: skip
+    del old["settings"]["piecewise_buckets"], old["settings"]["host_after_excludes_swaps"]
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    merged = refit([str(tmp_path / "new.json"), str(tmp_path / "old.json")])
+    kept = [r for r in rows if not r[eager] or r[tokens] > top]
+    # a kept step whose next step is dropped and swapped: the case this guards
+    nxt = {id(r): n for r, n in zip(rows, rows[1:], strict=False)}
+    assert any(id(r) in nxt and nxt[id(r)][swap] > 0 and nxt[id(r)][eager]
+               and nxt[id(r)][tokens] <= top for r in kept)  # fmt: skip
+    c = merged["points"]["columns"]
+    got = [r[c.index("host_after_s")] for r in merged["points"]["rows"][len(rows) :]]
+    assert got == pytest.approx([r[after] for r in kept])
