@@ -4,24 +4,19 @@ ratio across different workloads (fingerprints)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from ..report.runs import make_summary
+from . import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_policies.py"
 DROPPED = {3: "rejected", 7: "rejected", 9: "aborted"}  # 9 of 12 served
 
 
 @pytest.fixture
 def script():
-    spec = importlib.util.spec_from_file_location("compare_policies", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/compare_policies.py")
 
 
 def compare(script, monkeypatch, capsys, summaries: dict, *options: str) -> str:

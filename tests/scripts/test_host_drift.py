@@ -3,20 +3,16 @@ mixed step is in a window, and each launch's wall and CPU times are the launch c
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "host_drift.py"
+from . import load_script
 
 
 @pytest.fixture(scope="module")
 def drift(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("host_drift", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/host_drift.py")
     out = tmp_path_factory.mktemp("drift") / "drift.json"
     rc = module.main(["--out", str(out), "--repeats", "4", "--batch", "4", "--context", "32",
                       "--chunk", "32", "--mixed-steps", "3", "--window", "0.5",

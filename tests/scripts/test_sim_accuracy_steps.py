@@ -4,21 +4,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sim_accuracy.py"
+from . import load_script
 
 
 @pytest.fixture
 def script():
-    spec = importlib.util.spec_from_file_location("sim_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/sim_accuracy.py")
 
 
 def test_steps_of_an_older_recording(script, tmp_path, capsys):
