@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from kernels.decode_splits import decode_num_splits
+from kernels.launch import AttentionPlan, KernelLaunch
 from kernels.paged_common import (
     LOG2E,
     check_common,
@@ -127,17 +128,35 @@ def paged_decode_attention(
     scale: float,
     max_seq_len: int,  # host-side upper bound on seq_lens: picks the split count only
     out: torch.Tensor | None = None,  # [num_seqs, num_heads, head_dim]
-    *,
-    num_splits: int | None = None,  # override the heuristic (tests, benchmarks)
-    block_n: int | None = None,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    **launch,  # num_splits, block_n, num_warps, num_stages (plan_decode_attention)
 ) -> torch.Tensor:
     """Decode attention over the paged cache (Triton): GQA-packed, split-KV with an LSE merge.
 
     CUDA-graph capturable: no host sync, the grid and the scratch buffers depend only on shapes
     and the Python ints `max_seq_len` / `num_splits`. A sequence with seq_len 0 gets zeros.
     """
+    plan = plan_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale,
+                                 max_seq_len, out, **launch)  # fmt: skip
+    return plan(k_cache, v_cache)
+
+
+def plan_decode_attention(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    max_seq_len: int,
+    out: torch.Tensor | None = None,
+    *,
+    num_splits: int | None = None,  # override the heuristic (tests, benchmarks)
+    block_n: int | None = None,
+    num_warps: int = 4,
+    num_stages: int = 3,
+) -> AttentionPlan:
+    """`paged_decode_attention`'s launches for this batch, for any layer's caches of the shape
+    of `k_cache` (kernels/launch.py): checks, split count and scratch buffers done once."""
     out = torch.empty_like(query) if out is None else out
     num_seqs, num_heads, head_dim = query.shape
     check_common(query, k_cache, v_cache, block_tables, seq_lens, out, num_seqs)
@@ -145,7 +164,7 @@ def paged_decode_attention(
     if max_seq_len < 1:
         raise ValueError(f"max_seq_len must be >= 1, got {max_seq_len}")
     if num_seqs == 0:
-        return out
+        return AttentionPlan([], out)
     group = num_heads // num_kv_heads
     if num_splits is None:
         num_splits = _decode_num_splits(num_seqs, num_kv_heads, max_seq_len, query.device)
@@ -159,18 +178,21 @@ def paged_decode_attention(
         part_lse = torch.empty((num_seqs, num_heads, num_splits), dtype=torch.float32,
                                device=query.device)  # fmt: skip
     block_d = max(16, triton.next_power_of_2(head_dim))
-    _paged_decode_attention_kernel[(num_seqs, num_kv_heads, num_splits)](
-        query, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse,
-        scale * LOG2E, num_splits,
-        query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+    launches = [KernelLaunch(_paged_decode_attention_kernel, (num_seqs, num_kv_heads, num_splits), dict(
+        q_ptr=query, k_cache_ptr=k_cache, v_cache_ptr=v_cache, block_tables_ptr=block_tables,
+        seq_lens_ptr=seq_lens, out_ptr=out, part_out_ptr=part_out, part_lse_ptr=part_lse,
+        qk_scale=scale * LOG2E, num_splits=num_splits,
+        stride_qs=query.stride(0), stride_qh=query.stride(1), stride_os=out.stride(0),
+        stride_oh=out.stride(1), stride_bt=block_tables.stride(0),
+        stride_cb=k_cache.stride(0), stride_ct=k_cache.stride(1), stride_ch=k_cache.stride(2),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_D=block_d, BLOCK_N=block_n, PAGE_SIZE=page_size, SPLIT=num_splits > 1,
-        DOT_PRECISION=dot_precision(query.dtype), num_warps=num_warps, num_stages=num_stages,
-    )  # fmt: skip
+        DOT_PRECISION=dot_precision(query.dtype),
+    ), dict(num_warps=num_warps, num_stages=num_stages))]  # fmt: skip
     if num_splits > 1:
-        _paged_decode_attention_reduce_kernel[(num_seqs, num_heads)](
-            part_out, part_lse, out, num_splits, out.stride(0), out.stride(1),
+        launches.append(KernelLaunch(_paged_decode_attention_reduce_kernel, (num_seqs, num_heads), dict(
+            part_out_ptr=part_out, part_lse_ptr=part_lse, out_ptr=out, num_splits=num_splits,
+            stride_os=out.stride(0), stride_oh=out.stride(1),
             HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_S=triton.next_power_of_2(num_splits),
-        )  # fmt: skip
-    return out
+        )))  # fmt: skip
+    return AttentionPlan(launches, out)

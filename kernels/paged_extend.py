@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import AttentionPlan, KernelLaunch
 from kernels.paged_common import (
     LOG2E,
     check_common,
@@ -17,7 +18,7 @@ from kernels.paged_common import (
     load_kv_tile,
     online_softmax_step,
 )
-from kernels.paged_decode import paged_decode_attention
+from kernels.paged_decode import plan_decode_attention
 
 
 @triton.jit
@@ -140,12 +141,13 @@ def _check_extend(query, k_cache, v_cache, block_tables, query_start_loc, seq_le
         raise ValueError(f"num_decode_seqs {num_decode_seqs} not in [0, {num_seqs}]")
 
 
-def _launch_extend(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, out,
-                   max_query_len, scale, block_q, block_n, num_warps, num_stages) -> None:  # fmt: skip
+def _plan_extend(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, out,
+                 max_query_len, scale, block_q, block_n, num_warps, num_stages) -> list:  # fmt: skip
+    """The extend kernel's launch for this batch (none when it has no token)."""
     num_tokens, num_heads, head_dim = query.shape
     num_seqs = seq_lens.shape[0]
     if num_seqs == 0 or num_tokens == 0:
-        return
+        return []
     page_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
     group = num_heads // num_kv_heads
     block_g = triton.next_power_of_2(group)
@@ -156,16 +158,17 @@ def _launch_extend(query, k_cache, v_cache, block_tables, query_start_loc, seq_l
     block_n = block_n or (32 if fp32 else 64)
     num_stages = num_stages or (2 if fp32 else 3)
     grid = (num_tokens // block_q + num_seqs, num_kv_heads)
-    _paged_extend_attention_kernel[grid](
-        query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, out,
-        scale * LOG2E, num_seqs,
-        query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+    return [KernelLaunch(_paged_extend_attention_kernel, grid, dict(
+        q_ptr=query, k_cache_ptr=k_cache, v_cache_ptr=v_cache, block_tables_ptr=block_tables,
+        query_start_loc_ptr=query_start_loc, seq_lens_ptr=seq_lens, out_ptr=out,
+        qk_scale=scale * LOG2E, num_seqs=num_seqs,
+        stride_qt=query.stride(0), stride_qh=query.stride(1), stride_ot=out.stride(0),
+        stride_oh=out.stride(1), stride_bt=block_tables.stride(0),
+        stride_cb=k_cache.stride(0), stride_ct=k_cache.stride(1), stride_ch=k_cache.stride(2),
         GROUP=group, BLOCK_G=block_g, HEAD_DIM=head_dim,
         BLOCK_D=max(16, triton.next_power_of_2(head_dim)), BLOCK_Q=block_q, BLOCK_N=block_n,
         PAGE_SIZE=page_size, DOT_PRECISION=dot_precision(query.dtype),
-        num_warps=num_warps, num_stages=num_stages,
-    )  # fmt: skip
+    ), dict(num_warps=num_warps, num_stages=num_stages))]  # fmt: skip
 
 
 def paged_extend_attention(
@@ -178,13 +181,7 @@ def paged_extend_attention(
     max_query_len: int,  # host-side upper bound on query lengths: picks the tile shape only
     scale: float,
     out: torch.Tensor | None = None,  # [num_tokens, num_heads, head_dim]
-    *,
-    num_decode_seqs: int = 0,  # the first this many sequences have exactly 1 query token
-    max_decode_seq_len: int | None = None,  # their host-side bound (default: table capacity)
-    block_q: int | None = None,  # launch overrides (tests, benchmarks)
-    block_n: int | None = None,
-    num_warps: int = 4,
-    num_stages: int | None = None,
+    **launch,  # num_decode_seqs, max_decode_seq_len, tile overrides (plan_extend_attention)
 ) -> torch.Tensor:
     """Chunked-prefill attention over the paged cache (Triton); also takes decode rows.
 
@@ -197,21 +194,46 @@ def paged_extend_attention(
     them too was 1.3-1.5x slower on mixed batches and 2.9x on long-context decodes
     (benchmarks/kernels_h200_2026-11-22.md).
     """
+    plan = plan_extend_attention(query, k_cache, v_cache, block_tables, query_start_loc,
+                                 seq_lens, max_query_len, scale, out, **launch)  # fmt: skip
+    return plan(k_cache, v_cache)
+
+
+def plan_extend_attention(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    max_query_len: int,
+    scale: float,
+    out: torch.Tensor | None = None,
+    *,
+    num_decode_seqs: int = 0,  # the first this many sequences have exactly 1 query token
+    max_decode_seq_len: int | None = None,  # their host-side bound (default: table capacity)
+    block_q: int | None = None,  # launch overrides (tests, benchmarks)
+    block_n: int | None = None,
+    num_warps: int = 4,
+    num_stages: int | None = None,
+) -> AttentionPlan:
+    """`paged_extend_attention`'s launches for this batch, for any layer's caches of the shape
+    of `k_cache` (kernels/launch.py): checks, slices and the decode rows' plan done once."""
     out = torch.empty_like(query) if out is None else out
     d = num_decode_seqs
     _check_extend(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, out,
                   max_query_len, d)  # fmt: skip
-    launch = (block_q, block_n, num_warps, num_stages)
+    tiles = (block_q, block_n, num_warps, num_stages)
     if d == 0:
-        _launch_extend(query, k_cache, v_cache, block_tables, query_start_loc, seq_lens, out,
-                       max_query_len, scale, *launch)  # fmt: skip
-        return out
+        return AttentionPlan(_plan_extend(query, k_cache, v_cache, block_tables,
+                                          query_start_loc, seq_lens, out, max_query_len, scale,
+                                          *tiles), out)  # fmt: skip
     bound = max_decode_seq_len or block_tables.shape[1] * k_cache.shape[1]
-    paged_decode_attention(query[:d], k_cache, v_cache, block_tables[:d], seq_lens[:d], scale,
-                           max_seq_len=bound, out=out[:d])  # fmt: skip
+    decode = plan_decode_attention(query[:d], k_cache, v_cache, block_tables[:d], seq_lens[:d],
+                                   scale, max_seq_len=bound, out=out[:d])  # fmt: skip
     if d == seq_lens.shape[0]:
-        return out
+        return AttentionPlan(decode.launches, out)
     prefill_qsl = query_start_loc[d:] - d  # [num_seqs - d + 1], relative to row d
-    _launch_extend(query[d:], k_cache, v_cache, block_tables[d:], prefill_qsl, seq_lens[d:],
-                   out[d:], max_query_len, scale, *launch)  # fmt: skip
-    return out
+    extend = _plan_extend(query[d:], k_cache, v_cache, block_tables[d:], prefill_qsl,
+                          seq_lens[d:], out[d:], max_query_len, scale, *tiles)  # fmt: skip
+    return AttentionPlan(decode.launches + extend, out)

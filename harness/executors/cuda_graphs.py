@@ -133,6 +133,7 @@ class PiecewiseGraphs:
         self.residual = torch.zeros((n, a.hidden_size), dtype=dtype, device=dev)
         self.graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}
         self.hidden: dict[int, torch.Tensor] = {}  # each bucket's last piece's output
+        self.layer_caches = [(kv_cache[i][0], kv_cache[i][1]) for i in range(a.num_layers)]
 
     def _piece(self, i: int, t: int) -> torch.Tensor | None:
         """Piece i on the first t rows of the static buffers (the capture meta stores K/V by
@@ -193,10 +194,13 @@ class PiecewiseGraphs:
             buf[:n].copy_(staged[name])
             if t > n:
                 buf[n:t].fill_(pad)
-        graphs, cache = self.graphs[t], self.kv_cache
-        queries, attn_out = self.queries[:n], self.attn_out[:n]
+        graphs, layers = self.graphs[t], self.layer_caches
+        # The step's attention is planned once (checks, slices, scratch, grids) and launched
+        # per layer on that layer's caches: the host's per-layer work is a replay and a launch
+        attend = self.backend.plan(self.queries[:n], *layers[0], meta, self.scale,
+                                   self.attn_out[:n])  # fmt: skip
         for i in range(self.num_layers):
             graphs[i].replay()
-            self.backend.attend(queries, cache[i][0], cache[i][1], meta, self.scale, out=attn_out)
+            attend(*layers[i])
         graphs[-1].replay()
         return self.hidden[t][:n]

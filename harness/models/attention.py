@@ -43,6 +43,10 @@ class TorchAttention:
         )  # fmt: skip
         return o if out is None else out.copy_(o)
 
+    def plan(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float, out):
+        """Every layer's attention over one batch (see TritonAttention.plan)."""
+        return lambda k, v: self.attend(query, k, v, meta, scale, out=out)
+
 
 class TritonAttention:
     """GPU backend: Triton kernels from `kernels/` (decode rows and extend rows)."""
@@ -50,10 +54,13 @@ class TritonAttention:
     def __init__(self) -> None:
         from kernels.kv_store import kv_store
         from kernels.paged_attention import paged_decode_attention, paged_extend_attention
+        from kernels.paged_decode import plan_decode_attention
+        from kernels.paged_extend import plan_extend_attention
 
         self._kv_store = kv_store
         self._decode = paged_decode_attention
         self._extend = paged_extend_attention
+        self._plans = (plan_decode_attention, plan_extend_attention)
 
     def store_kv(self, key, value, k_cache, v_cache, meta: AttentionMetadata) -> None:
         self._kv_store(key, value, k_cache, v_cache, meta.slot_mapping)
@@ -72,6 +79,20 @@ class TritonAttention:
                 max_seq_len=meta.max_seq_len, out=out,
             )  # fmt: skip
         return self._extend(
+            query, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
+            max_query_len=meta.max_query_len, scale=scale, out=out,
+            num_decode_seqs=meta.num_decode_seqs, max_decode_seq_len=meta.max_decode_seq_len or None,
+        )  # fmt: skip
+
+    def plan(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float, out):
+        """Every layer's attention over one batch, planned once (kernels/launch.py): call the
+        plan with a layer's K and V caches (of `k_cache`'s shape) to write that layer's
+        attention into `out`. The piecewise graphs' per-layer host work is only this."""
+        decode, extend = self._plans
+        if meta.is_decode_only:
+            return decode(query, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale,
+                          max_seq_len=meta.max_seq_len, out=out)  # fmt: skip
+        return extend(
             query, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
             max_query_len=meta.max_query_len, scale=scale, out=out,
             num_decode_seqs=meta.num_decode_seqs, max_decode_seq_len=meta.max_decode_seq_len or None,
