@@ -423,6 +423,7 @@ class ProcessClock:
 def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]]:
     """Run the grid on `cfg`'s executor; returns (the run's settings, the measured points)."""
     from harness.engine import Engine, Limits
+    from harness.executors.cuda_graphs import PIECEWISE_VERSION
     from harness.kv_cache import KVCacheManager
     from harness.metrics import Recorder
     from harness.request import RequestSpec
@@ -498,7 +499,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "block_size": b.block_size, "max_num_batched_tokens": max_tokens,
         "max_num_seqs": b.max_num_seqs, "async_scheduling": engine.pipelined,
         "cuda_graphs": buckets is not None, "decode_buckets": buckets,
-        "piecewise_buckets": pieces,
+        "piecewise_buckets": pieces, "piecewise_version": PIECEWISE_VERSION if pieces else None,
         "num_threads": cfg.engine.num_threads, "gpu_memory_utilization":
         cfg.engine.gpu_memory_utilization, "cpu_kv_cache_gb": cfg.engine.cpu_kv_cache_gb,
         "cpu_swap_gb": cfg.engine.cpu_swap_gb, "enable_prefix_caching": caching,

@@ -22,6 +22,9 @@ Calibrations measured with piecewise CUDA graphs (`settings.piecewise_buckets`) 
 measured without only where the two engines run a step alike: of the latter, the points the
 former would replay as pieces (eager steps of at most the largest bucket's tokens) are dropped
 and counted (`refit.dropped_points`); decode-graph steps and larger eager steps are kept.
+Calibrations of two piecewise engines (`settings.piecewise_version`, cuda_graphs.py: how the
+host runs a step between the pieces) merge likewise: the profile is the first one's engine, and
+the other's piece-replayed points are dropped and counted.
 Points measured before `settings.host_after_excludes_swaps` held the next step's swap in
 `host_after_s`; the refit takes it out (the next point is the next step).
 """
@@ -157,6 +160,13 @@ def _pieces_of(paths: list[str], profiles: list[dict]) -> list[int] | None:
                    "engine.piecewise_max_tokens")  # fmt: skip
 
 
+def _piecewise_version(prof: dict) -> int | None:
+    """The piecewise engine a calibration measured (cuda_graphs.PIECEWISE_VERSION; 1 for one
+    with piecewise graphs from before the version was recorded), None without them."""
+    s = prof["settings"]
+    return s.get("piecewise_version") or (1 if s.get("piecewise_buckets") else None)
+
+
 def _same_path(p: dict, pieces: list[int] | None) -> bool:
     """Whether a point measured without piecewise graphs ran as it would with `pieces`: a
     CUDA-graph decode, or an eager step larger than the largest bucket."""
@@ -173,6 +183,8 @@ def refit(paths: list[str], name: str | None = None) -> dict:
     split = _split_of(paths, profiles)
     derive = derivations(split, first["settings"].get("decode_buckets"))
     pieces = _pieces_of(paths, profiles)
+    # the piecewise engine of the profile: the first calibration's that had one
+    version = next((v for v in map(_piecewise_version, profiles) if v is not None), None)
     points, derived, offset, dropped = [], set(), 0, {}
     for path, prof in zip(paths, profiles, strict=True):
         pts = points_of(prof)
@@ -196,12 +208,16 @@ def refit(paths: list[str], name: str | None = None) -> dict:
             kept = [p for p in pts if _same_path(p, pieces)]
             dropped[Path(path).name] = len(pts) - len(kept)
             pts = kept
+        elif pieces and _piecewise_version(prof) != version:  # another piecewise engine
+            kept = [p for p in pts if not p["host_piecewise"]]
+            dropped[Path(path).name] = len(pts) - len(kept)
+            pts = kept
         offset = max(p["cell"] for p in pts) + 1 if pts else offset
         points += pts
     pipelined = bool(first["settings"].get("async_scheduling"))
     out = {k: v for k, v in first.items() if k not in ("points", *MODELS)}
     settings = {**first["settings"], "decode_split": dataclasses.asdict(split) if split else None,
-                "piecewise_buckets": pieces}  # fmt: skip
+                "piecewise_buckets": pieces, "piecewise_version": version}  # fmt: skip
     out.update(fit_profile(points, pipelined, unused_features(settings)))
     out["settings"] = {**settings, "host_after_excludes_swaps": True}
     out["name"] = name

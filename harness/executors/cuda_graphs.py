@@ -23,6 +23,12 @@ import torch
 
 from harness.models.attention import AttentionMetadata
 
+# Which piecewise engine a calibration measured (its `settings.piecewise_version`): how the host
+# runs a step between the pieces, which sets a small step's time when its launch outlasts its
+# GPU work. 1: each layer's attention called the backend anew (7c9979f); 2: planned once per
+# step (kernels/launch.py). A refit drops an older version's piece-replayed points.
+PIECEWISE_VERSION = 2
+
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
     """vLLM-style buckets: 1, 2, 4, 8, then every 16 up to max_num_seqs (always included)."""

@@ -331,6 +331,44 @@ def test_refit_keeps_only_the_unchanged_paths_of_calibrations_without_piecewise_
         refit([str(tmp_path / "new.json"), str(tmp_path / "other.json")])
 
 
+def test_refit_drops_the_piecewise_steps_of_an_older_piecewise_engine(profile_file, tmp_path):
+    """Two calibrations with the same piecewise buckets but different piecewise engines
+    (`settings.piecewise_version`: how the step between the pieces is launched): the older
+    one's piece-replayed steps measured another host path and are dropped; its decode-graph
+    and eager steps are kept. The first calibration names the engine of the profile."""
+    from harness.executors.cuda_graphs import PIECEWISE_VERSION
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    cols = p["points"]["columns"]
+    rows = p["points"]["rows"]
+    piece = cols.index("host_piecewise")
+    top = 256
+    pieces = [8, *range(16, top + 1, 16)]
+    # the cpu profile replays no pieces: mark those a cuda run with these buckets would have
+    eager, tokens = cols.index("host_eager"), cols.index("host_tokens")
+    rows = [[*r[:piece], float(bool(r[eager]) and r[tokens] <= top), *r[piece + 1 :]]
+            for r in rows]  # fmt: skip
+    assert 0 < sum(r[piece] for r in rows) < len(rows)
+    base = dict(p, points={"columns": cols, "rows": rows})
+    new = dict(base, settings={**p["settings"], "piecewise_buckets": pieces,
+                               "piecewise_version": PIECEWISE_VERSION})  # fmt: skip
+    old = dict(base, settings={**p["settings"], "piecewise_buckets": pieces})  # before versions
+    for name, prof in (("new.json", new), ("old.json", old)):
+        (tmp_path / name).write_text(json.dumps(prof))
+    merged = refit([str(tmp_path / "new.json"), str(tmp_path / "old.json")])
+    replayed = sum(1 for r in rows if r[piece])
+    assert merged["refit"]["dropped_points"] == {"old.json": replayed}
+    assert len(merged["points"]["rows"]) == 2 * len(rows) - replayed
+    assert merged["settings"]["piecewise_version"] == PIECEWISE_VERSION
+    # the other way round the profile is the older engine's: the newer one's pieces go
+    older = refit([str(tmp_path / "old.json"), str(tmp_path / "new.json")])
+    assert older["refit"]["dropped_points"] == {"new.json": replayed}
+    assert older["settings"].get("piecewise_version", 1) == 1
+    # one engine: nothing dropped
+    assert refit([str(tmp_path / "new.json")] * 2)["refit"]["dropped_points"] == {}
+
+
 def test_the_simulator_sizes_the_piecewise_buckets_as_the_cuda_executor_would(
     compose_cfg, profile_file, tmp_path
 ):
