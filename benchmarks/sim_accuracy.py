@@ -203,7 +203,13 @@ def diagnose(args) -> int:
     than the profile's get the missing ones derived as `harness.refit` does (for a real run's
     decode rows, which do not share one context, `decode_max_ctx` so derived is their mean)."""
     from harness.refit import derivations, fill_missing
-    from harness.sim_model import FEATURES, DecodeSplit, load_profile
+    from harness.sim_model import (
+        FEATURES,
+        DecodeSplit,
+        host_coef,
+        host_columns_upgrade,
+        load_profile,
+    )
 
     prof = load_profile(args.profile)
     derive = derivations(DecodeSplit.of(prof["settings"]), prof["settings"].get("decode_buckets"))
@@ -234,12 +240,11 @@ def diagnose(args) -> int:
             if m.sum() < 5:
                 continue
             row = f"| {case} | {kind} | {int(m.sum())} | {y[m].sum() / pred[m].sum():.3f} |"
-            if host:  # a recording or profile older than a host feature: 0 there
-                k = max(h.shape[1], len(host["features"]))
-                hm = np.pad(h[m], ((0, 0), (0, k - h.shape[1])))
-                pb, pa = (hm @ np.pad(c_, (0, k - len(c_))) for c_ in (
-                    np.array(host["before_launch"]["coef"]),
-                    np.array(host["after_launch"]["coef"])))  # fmt: skip
+            if host:  # a recording or profile older than a host feature: as the sim reads it
+                hm = host_columns_upgrade(h[m])
+                known = tuple(host["features"])
+                pb, pa = (hm @ np.array(host_coef(host[k]["coef"], known))
+                          for k in ("before_launch", "after_launch"))  # fmt: skip
                 row += (f" {np.nanmedian(before[m]) * 1e3:.2f} / {np.median(pb) * 1e3:.2f} |"
                         f" {np.nanmedian(after[m]) * 1e3:.1f} / {np.median(pa) * 1e3:.1f} |")  # fmt: skip
             else:

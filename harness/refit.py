@@ -13,7 +13,10 @@ the ones it holds where the calibration grid makes that exact, else the refit re
   swap cell's two rows do not share one; those few points get their mean);
 - the host's `host_mixed` = a step with prefill rows and decode rows (`mixed_decode > 0`);
 - the host's `host_piecewise` = 0 (measured before piecewise graphs existed: none replayed);
+- the host's `host_piece_mixed` = `host_mixed` x `host_piecewise`, and that much leaves
+  `host_mixed` (which then covered every mixed step, now the eager ones);
 - `prefill_excess` = `prefill_tokens` beyond sim_model.PREFILL_KNEE;
+- `prefill_roof` = `prefill_tokens` beyond sim_model.PREFILL_ROOF;
 - `decode_tail_ctx` (sim_model) from `decode_max_ctx`, `decode_ctx` and the rows the kernel saw
   (a decode-only step's graph bucket, `decode_rows`; a mixed step's `mixed_decode`), with the
   split rule (`settings.decode_split`) of a calibration in the merge (they share the device
@@ -37,7 +40,7 @@ import json
 from pathlib import Path
 
 from harness.config import ConfigError
-from harness.sim_model import FEATURES, HOST_FEATURES, PREFILL_KNEE, DecodeSplit
+from harness.sim_model import FEATURES, HOST_FEATURES, PREFILL_KNEE, PREFILL_ROOF, DecodeSplit
 
 
 def _decode_max_ctx(p: dict) -> float:
@@ -45,11 +48,21 @@ def _decode_max_ctx(p: dict) -> float:
     return p["decode_ctx"] / rows if rows else 0.0
 
 
+def _piece_mixed(p: dict) -> float:
+    """A point recorded before `piece_mixed`: its `host_mixed` covered every mixed step, so a
+    piecewise one's moves here (and its `host_mixed` becomes 0)."""
+    moved = float(p["host_mixed"] * p["host_piecewise"])
+    p["host_mixed"] -= moved
+    return moved
+
+
 DERIVED = {
     "decode_max_ctx": _decode_max_ctx,
     "host_mixed": lambda p: float(p["prefill_rows"] > 0 and p["mixed_decode"] > 0),
     "host_piecewise": lambda p: 0.0,
+    "host_piece_mixed": lambda p: _piece_mixed(p),
     "prefill_excess": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_KNEE),
+    "prefill_roof": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_ROOF),
 }
 
 

@@ -37,17 +37,26 @@ Step time = c . x(batch), x =
                    against 219 ms after small steps; benchmarks/sustained_prefill.py). Without
                    it, the fit under-predicted 4-9k-token steps of real runs by 4% and
                    over-predicted 1-2k-token ones by 5%
+  prefill_roof     prefill tokens beyond PREFILL_ROOF (192): up to there a step's time is
+                   mostly its weight reads and a token adds little; beyond, each token adds its
+                   FLOPs (the roofline's knee). Without it, the linear fit put real runs'
+                   128-400-token mixed steps 10-18% above their measured time
 A pipelined profile (measured with `engine.async_scheduling`, as on cuda) also models the host:
 the engine's work before a launch (scheduling, building the batch) and after it (launching the
 kernels, booking the step, reading back and stamping the previous step's tokens), each
 c . h(batch) over HOST_FEATURES:
   step   1
   eager  1 if the step replays no CUDA graph (an eager pass launches every kernel itself)
-  mixed  1 if it has decode rows and prefill rows (both attention paths are launched per layer)
+  mixed  1 if an eager step has decode rows and prefill rows (both attention paths launched
+         per layer, each call planned anew)
   rows   the step's sequences (per-row host work: the batch, the view, the tokens)
   tokens the step's query tokens (arrays staged per token)
   piecewise  1 if the step replays piecewise graphs (one replay and one attention launch per
          layer; `engine.piecewise_max_tokens`): a profile measured without them has 0 here
+  piece_mixed  1 if a piecewise step has decode rows and prefill rows (both paths from one
+         plan a step: measured on the H200, ~1 ms where an eager mixed step's cost ~6 ms more
+         than its other steps). A profile fitted before this feature gave `mixed` to every
+         mixed step: its `mixed` coefficient serves both
 On the simulator's timeline (harness/step_cost.py `Timeline`) the device runs a step once the
 previous one is done and the host has prepared it; the host launches step n+1 before it waits
 for step n's tokens. So a step whose host work outlasts the device's sets the pace, as on the
@@ -68,11 +77,17 @@ from kernels.decode_splits import decode_num_splits
 
 FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "decode_rows",
             "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode",
-            "decode_max_ctx", "decode_tail_ctx", "prefill_excess")  # fmt: skip
+            "decode_max_ctx", "decode_tail_ctx", "prefill_excess", "prefill_roof")  # fmt: skip
 # prefill_excess's knee: chosen on the merged H200 calibrations' held-out cells among 1k-6k
 # (held-out error 7.9% without the feature; 6.9% at 1,024, 7.2% at 2,048 to 6,144)
 PREFILL_KNEE = 1024
-HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens", "piecewise")
+# prefill_roof's knee: below it a step reads the weights more than it computes (the roofline's
+# flat part), above it each token costs its FLOPs. Chosen on the merged H200 calibrations'
+# held-out cells (2.92% without; 2.89% at 64, 2.86% at 128, 2.85% at 192, 2.87% at 256-320,
+# 2.90% at 512); on real runs' small mixed steps it moved measured/predicted from 0.87-0.91 to
+# 0.95-0.97 (benchmarks/sim_accuracy_h200_2026-12-02_round5.md)
+PREFILL_ROOF = 192
+HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens", "piecewise", "piece_mixed")
 # the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
 RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx",
                   "decode_tail_ctx")  # fmt: skip
@@ -181,7 +196,7 @@ def features(batch, buckets: list[int] | None = None, split: DecodeSplit | None 
     tail = split.tail_of(batch, buckets, graph, decode_max_ctx, decode_ctx) if split and d else 0.0
     return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
             float(d) if rows else 0.0, decode_max_ctx, tail,
-            max(0.0, pf_tokens - PREFILL_KNEE)]  # fmt: skip
+            max(0.0, pf_tokens - PREFILL_KNEE), max(0.0, pf_tokens - PREFILL_ROOF)]  # fmt: skip
 
 
 def host_features(batch, buckets: list[int] | None = None,
@@ -190,8 +205,34 @@ def host_features(batch, buckets: list[int] | None = None,
     piecewise = bool(pieces) and piece_bucket(batch, buckets, pieces) > 0
     eager = not piecewise and not (buckets and uses_graph(batch, buckets))
     rows, d = len(batch.seq_lens), batch.num_decode_seqs
-    return [1.0, float(eager), float(0 < d < rows), float(rows), float(batch.num_tokens),
-            float(piecewise)]  # fmt: skip
+    mixed = 0 < d < rows
+    return [1.0, float(eager), float(mixed and not piecewise), float(rows),
+            float(batch.num_tokens), float(piecewise), float(mixed and piecewise)]  # fmt: skip
+
+
+def host_coef(coef: list[float], known: tuple[str, ...]) -> list[float]:
+    """A host model's coefficients over this version's HOST_FEATURES, from one fitted over the
+    first `known` of them: a feature added since costs 0, but `piece_mixed` takes `mixed`'s
+    coefficient (that profile's `mixed` covered every mixed step)."""
+    out = [float(c) for c in coef] + [0.0] * (len(HOST_FEATURES) - len(known))
+    if "piece_mixed" not in known:
+        out[HOST_FEATURES.index("piece_mixed")] = out[HOST_FEATURES.index("mixed")]
+    return out
+
+
+def host_columns_upgrade(h: np.ndarray) -> np.ndarray:
+    """Host feature rows recorded over fewer HOST_FEATURES (`sim_accuracy --record-steps`) in
+    this version's meaning: missing ones 0, and a piecewise step's `mixed` moved to
+    `piece_mixed` (see `_host_coef`)."""
+    n = len(HOST_FEATURES)
+    if h.shape[1] >= n:
+        return h
+    out = np.pad(h, ((0, 0), (0, n - h.shape[1])))
+    if h.shape[1] > HOST_FEATURES.index("piecewise"):
+        m, pw, pm = (HOST_FEATURES.index(f) for f in ("mixed", "piecewise", "piece_mixed"))
+        out[:, pm] = out[:, m] * out[:, pw]
+        out[:, m] -= out[:, pm]
+    return out
 
 
 def nnls(a: np.ndarray, b: np.ndarray, max_iter: int = 200) -> np.ndarray:
@@ -337,9 +378,8 @@ class ProfileStepCost:
                 raise ConfigError(f"engine.profile={profile.get('name')}: host features "
                                   f"{host['features']} are not this version's "
                                   f"{list(HOST_FEATURES)}")  # fmt: skip
-            pad = [0.0] * (len(HOST_FEATURES) - len(known))  # fitted before they existed
-            self._host = ([float(c) for c in host["before_launch"]["coef"]] + pad,
-                          [float(c) for c in host["after_launch"]["coef"]] + pad)  # fmt: skip
+            self._host = tuple(host_coef(host[k]["coef"], known)
+                               for k in ("before_launch", "after_launch"))  # fmt: skip
         swaps = profile["swap_model"]
         # a block of another size moves proportionally many bytes
         scale = block_size / profile["kv_capacity"]["block_size"]
@@ -361,7 +401,7 @@ class ProfileStepCost:
                 break
         return (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
                 + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9]
-                + c[10] * x[10] + c[11] * x[11] + c[12] * x[12])  # fmt: skip
+                + c[10] * x[10] + c[11] * x[11] + c[12] * x[12] + c[13] * x[13])  # fmt: skip
 
     def _beyond(self, x: list[float]) -> None:
         self.num_beyond += 1
@@ -380,9 +420,9 @@ class ProfileStepCost:
         h = host_features(batch, self.buckets, self.pieces)
         before, after = self._host
         return (before[0] + before[1] * h[1] + before[2] * h[2] + before[3] * h[3]
-                + before[4] * h[4] + before[5] * h[5],
+                + before[4] * h[4] + before[5] * h[5] + before[6] * h[6],
                 after[0] + after[1] * h[1] + after[2] * h[2] + after[3] * h[3]
-                + after[4] * h[4] + after[5] * h[5])  # fmt: skip
+                + after[4] * h[4] + after[5] * h[5] + after[6] * h[6])  # fmt: skip
 
     def swap_time(self, num_blocks: int, swap_in: bool = False) -> float:
         fixed, per_block = self._swap[bool(swap_in)]

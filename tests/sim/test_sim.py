@@ -309,10 +309,10 @@ def test_refit_keeps_only_the_unchanged_paths_of_calibrations_without_piecewise_
     assert any(r[tokens] <= top for r in rows) and any(r[tokens] > top for r in rows)
     pieces = [8, *range(16, top + 1, 16)]
     new = dict(p, settings={**p["settings"], "piecewise_buckets": pieces})
-    old = json.loads(profile_file.read_text())  # as measured before: no host_piecewise column
-    drop = cols.index("host_piecewise")
-    old["points"] = {"columns": cols[:drop] + cols[drop + 1 :],
-                     "rows": [r[:drop] + r[drop + 1 :] for r in rows]}  # fmt: skip
+    old = json.loads(profile_file.read_text())  # as measured before: no piecewise columns
+    keep = [i for i, c in enumerate(cols) if c not in ("host_piecewise", "host_piece_mixed")]
+    old["points"] = {"columns": [cols[i] for i in keep],
+                     "rows": [[r[i] for i in keep] for r in rows]}  # fmt: skip
     del old["settings"]["piecewise_buckets"]
     (tmp_path / "new.json").write_text(json.dumps(new))
     (tmp_path / "old.json").write_text(json.dumps(old))
@@ -322,6 +322,8 @@ def test_refit_keeps_only_the_unchanged_paths_of_calibrations_without_piecewise_
     assert len(merged["points"]["rows"]) == len(rows) + kept
     assert merged["settings"]["piecewise_buckets"] == pieces
     assert "host_piecewise" in merged["refit"]["derived_features"]
+    # points recorded before piece_mixed: derived (0: that calibration replayed no pieces)
+    assert "host_piece_mixed" in merged["refit"]["derived_features"]
     # alone, or among calibrations all without piecewise graphs, nothing is dropped
     assert refit([str(tmp_path / "old.json")])["refit"]["dropped_points"] == {}
     # calibrations with piecewise graphs of two extents do not merge
@@ -341,29 +343,46 @@ def test_refit_drops_the_piecewise_steps_of_an_older_piecewise_engine(profile_fi
 
     p = json.loads(profile_file.read_text())
     cols = p["points"]["columns"]
-    rows = p["points"]["rows"]
-    piece = cols.index("host_piecewise")
+    piece, mixed, pm = (cols.index(c) for c in ("host_piecewise", "host_mixed",
+                                                "host_piece_mixed"))  # fmt: skip
     top = 256
     pieces = [8, *range(16, top + 1, 16)]
     # the cpu profile replays no pieces: mark those a cuda run with these buckets would have
     eager, tokens = cols.index("host_eager"), cols.index("host_tokens")
-    rows = [[*r[:piece], float(bool(r[eager]) and r[tokens] <= top), *r[piece + 1 :]]
-            for r in rows]  # fmt: skip
-    assert 0 < sum(r[piece] for r in rows) < len(rows)
-    base = dict(p, points={"columns": cols, "rows": rows})
-    new = dict(base, settings={**p["settings"], "piecewise_buckets": pieces,
-                               "piecewise_version": PIECEWISE_VERSION})  # fmt: skip
-    old = dict(base, settings={**p["settings"], "piecewise_buckets": pieces})  # before versions
+    rows = []
+    for r in p["points"]["rows"]:
+        r = list(r)
+        r[piece] = float(bool(r[eager]) and r[tokens] <= top)
+        r[pm], r[mixed] = r[mixed] * r[piece], r[mixed] * (1 - r[piece])
+        rows.append(r)
+    assert 0 < sum(r[piece] for r in rows) < len(rows) and any(r[pm] for r in rows)
+    new = dict(p, points={"columns": cols, "rows": rows},
+               settings={**p["settings"], "piecewise_buckets": pieces,
+                         "piecewise_version": PIECEWISE_VERSION})  # fmt: skip
+    # an older engine's, recorded before piece_mixed (its mixed: any mixed step)
+    keep = [i for i, c in enumerate(cols) if c != "host_piece_mixed"]
+    old_rows = [[r[mixed] + r[pm] if i == mixed else r[i] for i in keep] for r in rows]
+    old = dict(p, points={"columns": [cols[i] for i in keep], "rows": old_rows},
+               settings={**p["settings"], "piecewise_buckets": pieces})  # fmt: skip
     for name, prof in (("new.json", new), ("old.json", old)):
         (tmp_path / name).write_text(json.dumps(prof))
     merged = refit([str(tmp_path / "new.json"), str(tmp_path / "old.json")])
     replayed = sum(1 for r in rows if r[piece])
+    host = ("host_piecewise", "host_mixed", "host_piece_mixed")
+
+    def host_of(prof, n):
+        c = [prof["points"]["columns"].index(h) for h in host]
+        return [[r[i] for i in c] for r in prof["points"]["rows"][:n]]
+
+    assert host_of(merged, len(rows)) == host_of(new, len(rows))
+    # the other way round the old engine's points are kept, their mixed moved to piece_mixed
     assert merged["refit"]["dropped_points"] == {"old.json": replayed}
     assert len(merged["points"]["rows"]) == 2 * len(rows) - replayed
     assert merged["settings"]["piecewise_version"] == PIECEWISE_VERSION
     # the other way round the profile is the older engine's: the newer one's pieces go
     older = refit([str(tmp_path / "old.json"), str(tmp_path / "new.json")])
     assert older["refit"]["dropped_points"] == {"new.json": replayed}
+    assert host_of(older, len(rows)) == host_of(new, len(rows))
     assert older["settings"].get("piecewise_version", 1) == 1
     # one engine: nothing dropped
     assert refit([str(tmp_path / "new.json")] * 2)["refit"]["dropped_points"] == {}
@@ -429,3 +448,12 @@ def test_refit_takes_the_next_steps_swap_out_before_it_drops_points(profile_file
     c = merged["points"]["columns"]
     got = [r[c.index("host_after_s")] for r in merged["points"]["rows"][len(rows) :]]
     assert got == pytest.approx([r[after] for r in kept])
+
+
+def test_a_profile_is_written_a_point_a_line_and_reads_back_the_same(profile_file):
+    from harness.calibrate import profile_json
+
+    p = json.loads(profile_file.read_text())
+    text = profile_json(p)
+    assert json.loads(text) == p
+    assert len(text.splitlines()) < len(p["points"]["rows"]) + 400

@@ -42,9 +42,10 @@ def test_prefill_attention_counts_causal_pairs_and_dense_scores():
     f = dict(zip(FEATURES, features(_batch([], [(4, 10)])), strict=True))
     assert f["prefill_attn"] == 34 and f["prefill_qk"] == 40
     assert f["prefill_tokens"] == 4 and f["prefill_rows"] == 1 and f["prefill_sampled"] == 1
-    assert f["prefill_excess"] == 0  # below the knee
+    assert f["prefill_excess"] == 0 and f["prefill_roof"] == 0  # below the knees
     f = dict(zip(FEATURES, features(_batch([10], [(3000, 3000), (500, 600)])), strict=True))
     assert f["prefill_tokens"] == 3500 and f["prefill_excess"] == 3500 - 1024
+    assert f["prefill_roof"] == 3500 - 192
 
 
 def test_nnls_is_non_negative_and_exact_when_the_truth_is():
@@ -185,7 +186,10 @@ def test_a_step_the_piecewise_graphs_take_costs_its_token_bucket():
     assert f["prefill_tokens"] == 51 + 11 and f["mixed_decode"] == 2
     assert dict(zip(FEATURES, features(mixed, buckets), strict=True))["prefill_tokens"] == 51
     h = dict(zip(HOST_FEATURES, host_features(mixed, buckets, pieces), strict=True))
-    assert h["piecewise"] == 1 and h["eager"] == 0 and h["mixed"] == 1 and h["tokens"] == 53
+    assert h["piecewise"] == 1 and h["eager"] == 0 and h["tokens"] == 53
+    # its two attention paths are launched per layer from one plan: piece_mixed, not the eager
+    # pass's mixed (each layer's kernels launched anew)
+    assert h["piece_mixed"] == 1 and h["mixed"] == 0
     # a decode the decode graphs take: no pieces; a step beyond the largest bucket: eager
     decode = _batch([10] * 3, [])
     assert piece_bucket(decode, buckets, pieces) == 0
@@ -194,7 +198,7 @@ def test_a_step_the_piecewise_graphs_take_costs_its_token_bucket():
     big = _batch([10], [(100, 100)])
     assert piece_bucket(big, buckets, pieces) == 0
     h = dict(zip(HOST_FEATURES, host_features(big, buckets, pieces), strict=True))
-    assert h["piecewise"] == 0 and h["eager"] == 1
+    assert h["piecewise"] == 0 and h["eager"] == 1 and h["mixed"] == 1 and h["piece_mixed"] == 0
     assert features(big, buckets, None, pieces) == features(big, buckets)
     # decode rows beyond the largest decode graph: the pieces take them
     wide = _batch([10] * 9, [])
@@ -229,3 +233,62 @@ def test_a_profile_without_the_piecewise_host_feature_costs_nothing_for_it():
     assert cost.host_time(mixed)[0] == pytest.approx(
         sum(c * x for c, x in zip(before, h, strict=True))
     )
+
+
+def test_a_profile_fitted_before_piece_mixed_keeps_its_predictions():
+    """Before `piece_mixed`, `mixed` covered every mixed step, piecewise or eager: such a
+    profile's mixed coefficient still applies to both, so its predictions do not change."""
+    from harness.executors.cuda_graphs import piece_sizes
+    from harness.sim_model import HOST_FEATURES, ProfileStepCost, load_profile
+
+    shipped = load_profile("h200_llama3_8b")
+    n = HOST_FEATURES.index("piece_mixed")
+    host = {"features": list(HOST_FEATURES[:n])}
+    for key in ("before_launch", "after_launch"):
+        host[key] = {"coef": [1e-3 * (i + 1) for i in range(n)]}
+    profile = dict(shipped, host_model=host)
+    cost = ProfileStepCost(profile, [1, 2, 4, 8], 16, None, piece_sizes(64))
+    mixed = _batch([10, 20], [(51, 67)])  # piecewise (bucket 64), mixed
+    h = [1.0, 0.0, 1.0, 3.0, 53.0, 1.0]  # as host_features was: mixed = 1
+    want = sum(c * x for c, x in zip(host["after_launch"]["coef"], h, strict=True))
+    assert cost.host_time(mixed)[1] == pytest.approx(want)
+
+
+def test_the_step_time_is_the_fitted_model_over_every_feature():
+    """ProfileStepCost.step_time is unrolled for speed: it must still be coef . features over
+    every feature (a feature added to FEATURES and missed there would cost nothing)."""
+    from harness.executors.cuda_graphs import piece_sizes
+    from harness.sim_model import ProfileStepCost, load_profile
+
+    profile = load_profile("h200_llama3_8b")
+    coef = [1e-3 * (i + 1) for i in range(len(FEATURES))]
+    profile = dict(profile, step_model={**profile["step_model"], "features": list(FEATURES),
+                                        "coef": coef})  # fmt: skip
+    buckets = [1, 2, 4, 8]
+    cost = ProfileStepCost(profile, buckets, 16, None, piece_sizes(64))
+    for batch in (_batch([10, 20], [(51, 67)]), _batch([10] * 3, []),
+                  _batch([10], [(3000, 3000), (500, 600)])):  # fmt: skip
+        x = features(batch, buckets, cost.split, piece_sizes(64))
+        assert all(v > 0 for v in x[-2:]) or batch.num_tokens < 1024  # the knees count
+        want = sum(c * v for c, v in zip(coef, x, strict=True))
+        assert cost.step_time(batch) == pytest.approx(want)
+
+
+def test_the_host_time_is_the_fitted_model_over_every_host_feature():
+    """ProfileStepCost._host_time is unrolled too: coef . host_features over all of them."""
+    from harness.executors.cuda_graphs import piece_sizes
+    from harness.sim_model import HOST_FEATURES, ProfileStepCost, host_features, load_profile
+
+    profile = load_profile("h200_llama3_8b")
+    host = {"features": list(HOST_FEATURES)}
+    for j, key in enumerate(("before_launch", "after_launch")):
+        host[key] = {"coef": [1e-3 * (i + 1 + j) for i in range(len(HOST_FEATURES))]}
+    cost = ProfileStepCost(dict(profile, host_model=host), [1, 2, 4, 8], 16, None,
+                           piece_sizes(64))  # fmt: skip
+    for batch in (_batch([10, 20], [(51, 67)]), _batch([10] * 3, []),
+                  _batch([10], [(3000, 3000)])):  # fmt: skip
+        h = host_features(batch, [1, 2, 4, 8], piece_sizes(64))
+        for got, key in zip(cost.host_time(batch), ("before_launch", "after_launch"), strict=True):
+            assert got == pytest.approx(
+                sum(c * x for c, x in zip(host[key]["coef"], h, strict=True))
+            )
