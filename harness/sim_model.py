@@ -54,8 +54,8 @@ c . h(batch) over HOST_FEATURES:
   piecewise  1 if the step replays piecewise graphs (one replay and one attention launch per
          layer; `engine.piecewise_max_tokens`): a profile measured without them has 0 here
   piece_mixed  1 if a piecewise step has decode rows and prefill rows (both paths from one
-         plan a step: measured on the H200, ~1 ms where an eager mixed step's cost ~6 ms more
-         than its other steps). A profile fitted before this feature gave `mixed` to every
+         plan a step: 2.2 ms more after the launch in the shipped H200 profile, where an eager
+         mixed step costs 6.5 ms more). A profile fitted before this feature gave `mixed` to every
          mixed step: its `mixed` coefficient serves both
 On the simulator's timeline (harness/step_cost.py `Timeline`) the device runs a step once the
 previous one is done and the host has prepared it; the host launches step n+1 before it waits
