@@ -60,7 +60,7 @@ DERIVED = {
     "decode_max_ctx": _decode_max_ctx,
     "host_mixed": lambda p: float(p["prefill_rows"] > 0 and p["mixed_decode"] > 0),
     "host_piecewise": lambda p: 0.0,
-    "host_piece_mixed": lambda p: _piece_mixed(p),
+    "host_piece_mixed": _piece_mixed,
     "prefill_excess": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_KNEE),
     "prefill_roof": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_ROOF),
 }
@@ -212,17 +212,18 @@ def refit(paths: list[str], name: str | None = None) -> dict:
                 if p["host_after_s"] is not None:
                     p["host_after_s"] -= nxt["swap_time_s"]
             derived.add("host_after_s")
+        keep = None  # which points ran as the profile's engine runs them
         if pieces and not prof["settings"].get("piecewise_buckets"):
             if not host:
                 raise ConfigError(
                     f"--refit: {path} holds no host times, so not which of its "
                     "steps ran eagerly: it cannot merge with piecewise graphs'"
                 )
-            kept = [p for p in pts if _same_path(p, pieces)]
-            dropped[Path(path).name] = len(pts) - len(kept)
-            pts = kept
+            keep = lambda p: _same_path(p, pieces)  # noqa: E731
         elif pieces and _piecewise_version(prof) != version:  # another piecewise engine
-            kept = [p for p in pts if not p["host_piecewise"]]
+            keep = lambda p: not p["host_piecewise"]  # noqa: E731
+        if keep is not None:
+            kept = [p for p in pts if keep(p)]
             dropped[Path(path).name] = len(pts) - len(kept)
             pts = kept
         offset = max(p["cell"] for p in pts) + 1 if pts else offset

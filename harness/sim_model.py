@@ -223,7 +223,7 @@ def host_coef(coef: list[float], known: tuple[str, ...]) -> list[float]:
 def host_columns_upgrade(h: np.ndarray) -> np.ndarray:
     """Host feature rows recorded over fewer HOST_FEATURES (`sim_accuracy --record-steps`) in
     this version's meaning: missing ones 0, and a piecewise step's `mixed` moved to
-    `piece_mixed` (see `_host_coef`)."""
+    `piece_mixed` (see `host_coef`)."""
     n = len(HOST_FEATURES)
     if h.shape[1] >= n:
         return h

@@ -53,13 +53,10 @@ class TritonAttention:
 
     def __init__(self) -> None:
         from kernels.kv_store import kv_store
-        from kernels.paged_attention import paged_decode_attention, paged_extend_attention
         from kernels.paged_decode import plan_decode_attention
         from kernels.paged_extend import plan_extend_attention
 
         self._kv_store = kv_store
-        self._decode = paged_decode_attention
-        self._extend = paged_extend_attention
         self._plans = (plan_decode_attention, plan_extend_attention)
 
     def store_kv(self, key, value, k_cache, v_cache, meta: AttentionMetadata) -> None:
@@ -72,19 +69,10 @@ class TritonAttention:
         return warmup(num_heads, num_kv_heads, head_dim, page_size, dtype, device, max_query_len)
 
     def attend(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float, out=None):
-        """[num_tokens, num_heads, head_dim]; written into `out` when given."""
-        if meta.is_decode_only:
-            return self._decode(
-                query, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale,
-                max_seq_len=meta.max_seq_len, out=out,
-            )  # fmt: skip
-        return self._extend(
-            query, k_cache, v_cache, meta.block_tables, meta.query_start_loc, meta.seq_lens,
-            max_query_len=meta.max_query_len, scale=scale, out=out,
-            num_decode_seqs=meta.num_decode_seqs, max_decode_seq_len=meta.max_decode_seq_len or None,
-        )  # fmt: skip
+        """[num_tokens, num_heads, head_dim]; written into `out` when given (a plan used once)."""
+        return self.plan(query, k_cache, v_cache, meta, scale, out)(k_cache, v_cache)
 
-    def plan(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float, out):
+    def plan(self, query, k_cache, v_cache, meta: AttentionMetadata, scale: float, out=None):
         """Every layer's attention over one batch, planned once (kernels/launch.py): call the
         plan with a layer's K and V caches (of `k_cache`'s shape) to write that layer's
         attention into `out`. The piecewise graphs' per-layer host work is only this."""

@@ -87,3 +87,25 @@ def test_plan_launches_the_same_kernels_as_the_one_call_wrapper_gpu(gen):
 
 for _mark in gpu:
     _mark(test_plan_launches_the_same_kernels_as_the_one_call_wrapper_gpu)
+
+
+@needs_kernels
+@pytest.mark.parametrize("num_decode", [0, 3])
+def test_the_triton_backend_attends_through_its_plan(gen, num_decode):
+    """TritonAttention.attend is its plan used once; the plan serves another layer too."""
+    from harness.models.attention import AttentionMetadata, TritonAttention
+
+    batch = _mixed_batch(gen, torch.float32, num_decode)
+    cache = _layers(batch, 2, gen)
+    meta = AttentionMetadata(
+        slot_mapping=batch.query_start_loc[:0].long(), query_start_loc=batch.query_start_loc,
+        seq_lens=batch.seq_lens, block_tables=batch.block_tables,
+        max_query_len=batch.max_query_len, max_seq_len=batch.max_seq_len, is_decode_only=False,
+        num_decode_seqs=num_decode, max_decode_seq_len=batch.max_seq_len,
+    )  # fmt: skip
+    backend = TritonAttention()
+    got = backend.attend(batch.query, cache[0][0], cache[0][1], meta, 0.125)
+    assert_close_rows(got.cpu(), _ref(batch, cache[0][0], cache[0][1]), torch.float32)
+    plan = backend.plan(batch.query, cache[0][0], cache[0][1], meta, 0.125)
+    assert_close_rows(plan(cache[1][0], cache[1][1]).cpu(),
+                      _ref(batch, cache[1][0], cache[1][1]), torch.float32)  # fmt: skip
