@@ -49,19 +49,23 @@ from harness.config import CONFIG_ERRORS, ConfigError, check_config, compose, va
 from harness.sim_model import (
     FEATURES,
     HOST_FEATURES,
+    LOAD_HEAT_TOKENS,
+    LOAD_TAU_S,
     PROFILE_FORMAT,
     DecodeSplit,
     features,
     fit_absolute,
+    fit_loaded,
     fit_relative,
     host_features,
+    loads,
     mape,
 )
 from policies.base import Decision, Policy, Preemption, SchedulerView
 
 # The grid. Sizes beyond the budget, max_num_seqs, max_model_len or the KV cache are dropped.
 FULL = dict(
-    decode_batches=(1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
+    decode_batches=(1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 224, 256, 384, 512),
     # long contexts: one long decode row sets the split-KV kernel's time (decode_max_ctx)
     contexts=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
     chunks=(16, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
@@ -74,6 +78,8 @@ FULL = dict(
     decode_steps=3,
     mixed_steps=6,  # mixed steps run eagerly, host-bound when small: they need the points
     repeats=1,
+    # idle seconds before every other group of cells (Planner.cool): the load model's contrast
+    cool_s=0.3,
 )
 QUICK = dict(
     decode_batches=(1, 4, 16, 64, 256),
@@ -129,6 +135,7 @@ class PlanStep:
     swap_in: tuple[str, ...] = ()
     arrivals: list[str] = field(default_factory=list)  # requests first seen this step
     cell: int = -1  # -1: warm-up (not a point)
+    pause_s: float = 0.0  # the host idles this long before the step (the device cools)
 
 
 class Planner:
@@ -144,6 +151,15 @@ class Planner:
         self.steps: list[PlanStep] = []
         self.cell = -1
         self._seen: set[str] = set()
+        self.pause_next = 0.0  # a pause before the next planned step
+
+    def cool(self, seconds: float) -> None:
+        """Idle `seconds` before the next step of every other group of four cells (cells
+        4-7, 12-15, ...: held-out cells, every fourth, fall on both sides): the same cells
+        measured after idle time and after the grid's own work set the load model apart
+        (sim_model.LoadState)."""
+        if seconds > 0 and (self.cell // 4) % 2 == 1:
+            self.pause_next = seconds
 
     def blocks(self, r: _Req, computed: int | None = None) -> int:
         return -(-(r.computed if computed is None else computed) // self.bs)
@@ -188,8 +204,9 @@ class Planner:
             del self.live[r.rid]
         self.steps.append(PlanStep(
             {r.rid: n for r, n in tokens}, {r.rid: Preemption.SWAP for r in preempt},
-            tuple(r.rid for r in swap_in), arrivals, self.cell,
+            tuple(r.rid for r in swap_in), arrivals, self.cell, self.pause_next,
         ))  # fmt: skip
+        self.pause_next = 0.0
 
     def prefill(self, reqs: list[_Req], chunk: int | None = None) -> None:
         """Prefill `reqs` whole, packing several prompts per step within the budget (chunked
@@ -231,8 +248,11 @@ def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, ma
     for _ in range(grid["repeats"]):
         p.cell = -1  # a cell's id names its configuration: a repeat is held out with it
         # decode cells (and mixed steps): B rows at context L
+        # batch sizes beyond max_num_seqs - 1 (a mixed step's prompt takes a row) are measured
+        # at that size: the largest batches a run has are in the grid
+        batches = sorted({min(b, max_seqs - 1) for b in grid["decode_batches"]})
         for ctx in grid["contexts"]:
-            for b in grid["decode_batches"]:
+            for b in batches:
                 if b * ctx <= grid["max_cell_tokens"]:
                     rotate = _decode_cell(p, grid, [ctx] * b, chunks, rotate)
         # skewed decode cells: one row at a long context among B - 1 short ones (the split-KV
@@ -248,6 +268,7 @@ def build_plan(grid: dict, block_size: int, num_blocks: int, max_tokens: int, ma
                     continue
                 _heat(p, grid.get("heat_steps", 0))
                 p.cell += 1
+                p.cool(grid.get("cool_s", 0.0))
                 r = p.new(ctx + 2 * c)
                 for _ in range(ctx // max_tokens):
                     p.step([(r, max_tokens)])
@@ -299,6 +320,7 @@ def _decode_cell(p: Planner, grid: dict, ctxs: list[int], chunks: list[int], rot
     p.cell += 1
     reqs = [p.new(c) for c in ctxs]
     p.prefill(reqs)
+    p.cool(grid.get("cool_s", 0.0))  # before its decode steps, after its prefill
     for _ in range(grid["decode_steps"]):
         p.decode(reqs)
     if mixed:
@@ -461,6 +483,8 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     clock.start()
     t0 = time.perf_counter()
     for s in plan.steps:
+        if s.pause_s:
+            time.sleep(s.pause_s)
         for rid in s.arrivals:
             engine.add_request(specs[rid])
         if not engine.step():
@@ -476,6 +500,8 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     pieces = list(runner.pieces.sizes) if getattr(runner, "pieces", None) is not None else None
     split = _decode_split(executor)
     before, after = host_times(recorder.steps, recording)
+    timeline = device_timeline(recorder.steps, recording, buckets, pieces)
+    load = loads(timeline[:, 0], timeline[:, 1], timeline[:, 2], LOAD_TAU_S, LOAD_HEAT_TOKENS)
     points = []
     for j, (s, rec, batch) in enumerate(
         zip(plan.steps, recorder.steps, recording.batches, strict=True)
@@ -491,6 +517,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
             **{f"host_{k}": v for k, v in zip(HOST_FEATURES, host_features(batch, buckets, pieces),
                                               strict=True)},
             "host_before_s": before[j], "host_after_s": after[j],
+            "device_start_s": round(float(timeline[j, 0]), 6), "load": round(float(load[j]), 5),
             **dict(zip(("launch_at", "launch_wall_s", "launch_cpu_s"), recording.launch_calls[j],
                        strict=True)),
         })  # fmt: skip
@@ -507,6 +534,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "num_cells": plan.cell + 1, "repeats": grid["repeats"],
         "host_after_excludes_swaps": True, "measure_s": round(elapsed, 3), "clock": clock_kind,
         "decode_split": dataclasses.asdict(split) if split else None,
+        "cool_s": grid.get("cool_s", 0.0),
     }  # fmt: skip
     info = {
         "device": _device_name(executor), "dtype": executor.dtype_name,
@@ -515,8 +543,27 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "kv_capacity": {"num_gpu_blocks": num_gpu, "num_cpu_blocks": num_cpu,
                         "block_size": b.block_size},
         "settings": settings,
+        # every step, measured or not (warm-up, heat): the history a point's load comes from
+        "timeline": {"columns": ["start_s", "time_s", "prefill_tokens"],
+                     "rows": [[round(float(v), 6) for v in r] for r in timeline]},
     }  # fmt: skip
     return info, points
+
+
+def device_timeline(steps, recording, buckets, pieces) -> np.ndarray:
+    """Each step's (start on the device, time, prefill tokens), in launch order: a step starts
+    when its launch call began or when the step before it ended, whichever is later (one device
+    runs the steps in order), and runs its `device_time_s` (its `duration_s` where none was
+    measured: the cpu). Seconds from the first launch."""
+    out = np.zeros((len(steps), 3))
+    t0, end = recording.launch_s[0] if recording.launch_s else 0.0, 0.0
+    for j, (rec, batch, at) in enumerate(zip(steps, recording.batches, recording.launch_s,
+                                             strict=True)):  # fmt: skip
+        t = rec.device_time_s if rec.device_time_s else rec.duration_s - rec.swap_time_s
+        start = max(at - t0, end)
+        end = start + t
+        out[j] = (start, t, features(batch, buckets, None, pieces)[2])
+    return out
 
 
 def unused_features(settings: dict) -> tuple[str, ...]:
@@ -544,6 +591,10 @@ def fit_profile(points: list[dict], pipelined: bool = False,
     (`unused_features`)."""
     x = np.array([[0.0 if f in unused else p[f] for f in FEATURES] for p in points],
                  dtype=np.float64)  # fmt: skip
+    # the device's load at each point's start (sim_model.LoadState): only when every point has
+    # it (a calibration before it, merged in, has none: no load model then)
+    loaded = bool(points) and all(p.get("load") is not None for p in points)
+    u = np.array([p["load"] for p in points], dtype=np.float64) if loaded else None
     cells = np.array([p["cell"] for p in points])
     swaps = np.array([p["swap_out_blocks"] + p["swap_in_blocks"] for p in points]) > 0
     duration = ("duration_s - swap_time_s",
@@ -558,8 +609,19 @@ def fit_profile(points: list[dict], pipelined: bool = False,
             continue
         held = ok & (cells % 4 == 3)
         train = ok & ~held
-        held_mape = mape(x[held], y[held], fit_relative(x[train], y[train]).coef)
-        fit = fit_relative(x[ok], y[ok])
+        if loaded and key == "step_model":
+            f_train, k_train = fit_loaded(x[train], y[train], u[train])
+            held_mape = mape(x[held], y[held], f_train.coef, k_train, u[held])
+            fit, k = fit_loaded(x[ok], y[ok], u[ok])
+            out["load_model"] = {
+                "coef": round(k, 5), "tau_s": LOAD_TAU_S, "heat_tokens": LOAD_HEAT_TOKENS,
+                "num_points": int(ok.sum()),
+                "mean_load": round(float(u[ok].mean()), 4),
+                "in_sample_mape_without": round(fit_relative(x[ok], y[ok]).in_sample_mape, 4),
+            }  # fmt: skip
+        else:
+            held_mape = mape(x[held], y[held], fit_relative(x[train], y[train]).coef)
+            fit = fit_relative(x[ok], y[ok])
         out[key] = {
             "target": target, "features": list(FEATURES), "coef": [float(c) for c in fit.coef],
             "in_sample_mape": round(fit.in_sample_mape, 4),
@@ -618,15 +680,16 @@ def _fit_swaps(points: list[dict]) -> dict:
 
 
 def profile_json(profile: dict) -> str:
-    """The profile as JSON text: indented, but each measured point on one line (one number a
-    line made the H200 profile's 16k points half a million lines)."""
-    points = profile.get("points")
-    if not points:
-        return json.dumps(profile, indent=1) + "\n"
-    mark = "__points_rows__"
-    text = json.dumps({**profile, "points": {**points, "rows": mark}}, indent=1)
-    rows = ",\n".join("   " + json.dumps(r) for r in points["rows"])
-    return text.replace(json.dumps(mark), "[\n" + rows + "\n  ]") + "\n"
+    """The profile as JSON text: indented, but each measured point (and each step of the
+    timeline) on one line (one number a line made the H200 profile's 16k points half a million
+    lines)."""
+    tables = {k: profile[k] for k in ("points", "timeline") if profile.get(k)}
+    marked = {**profile, **{k: {**t, "rows": f"__{k}_rows__"} for k, t in tables.items()}}
+    text = json.dumps(marked, indent=1)
+    for k, t in tables.items():
+        rows = ",\n".join("   " + json.dumps(r) for r in t["rows"])
+        text = text.replace(json.dumps(f"__{k}_rows__"), "[\n" + rows + "\n  ]")
+    return text + "\n"
 
 
 def _has_cuda() -> bool:

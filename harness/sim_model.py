@@ -66,6 +66,7 @@ GPU, and a request that arrives while a step runs joins the step after the next.
 from __future__ import annotations
 
 import json
+import math
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,10 @@ PREFILL_KNEE = 1024
 # 2.90% at 512); on real runs' small mixed steps it moved measured/predicted from 0.87-0.91 to
 # 0.95-0.97 (benchmarks/sim_accuracy_h200_2026-12-02_round5.md)
 PREFILL_ROOF = 192
+# the load model's history (LoadState): its time constant, and the prefill tokens of a step
+# that runs the device at full heat
+LOAD_TAU_S = 0.05
+LOAD_HEAT_TOKENS = 2048
 HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens", "piecewise", "piece_mixed")
 # the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
 RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx",
@@ -307,9 +312,42 @@ def _weighted(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return nnls(a / scale, np.ones(len(y))) / scale
 
 
-def mape(x: np.ndarray, y: np.ndarray, coef: np.ndarray) -> float:
-    """Mean absolute relative error of the model `coef` on the points (x, y)."""
-    return float((np.abs(x @ coef - y) / y).mean()) if len(y) else float("nan")
+def mape(x: np.ndarray, y: np.ndarray, coef: np.ndarray, load_coef: float = 0.0,
+         load: np.ndarray | None = None) -> float:  # fmt: skip
+    """Mean absolute relative error of the model `coef` on the points (x, y); with a load
+    model, its coefficient and each point's load (LoadState)."""
+    if not len(y):
+        return float("nan")
+    pred = x @ coef if load is None else (x @ coef) * (1.0 + load_coef * load)
+    return float((np.abs(pred - y) / y).mean())
+
+
+def fit_loaded(x: np.ndarray, y: np.ndarray, load: np.ndarray,
+               rounds: int = 5) -> tuple[Fit, float]:  # fmt: skip
+    """`fit_relative` with the load model: y = (c . x)(1 + k load), c >= 0, k >= 0, by
+    alternating the two: c fitted to y / (1 + k load), then k to the relative residuals of
+    the inliers (least squares in the relative error, as c). Returns (the fit, its mape with
+    the load, the inliers'; k)."""
+    k = 0.0
+    for _ in range(rounds):
+        scale = 1.0 + k * load
+        fit = fit_relative(x, y / scale)
+        pred = x @ fit.coef
+        rel = np.abs(pred * scale - y) / np.maximum(y, 1e-12)
+        keep = (y > 0) & (pred > 0)
+        bound = max(0.10, 4.0 * float(np.median(rel[keep]))) if keep.any() else 0.0
+        use = keep & (rel <= bound)
+        w = (pred[use] / y[use]) ** 2
+        uu = float((w * load[use] ** 2).sum())
+        k = max(0.0, float((w * (y[use] / pred[use] - 1.0) * load[use]).sum()) / uu) if uu else 0.0
+    scale = 1.0 + k * load
+    fit = fit_relative(x, y / scale)
+    pred = x @ fit.coef * scale
+    rel = np.abs(pred - y) / np.maximum(y, 1e-12)
+    keep = y > 0
+    bound = max(0.10, 4.0 * float(np.median(rel[keep])))
+    use = keep & (rel <= bound)
+    return Fit(fit.coef, float(rel[use].mean()), int(use.sum()), int(keep.sum() - use.sum())), k
 
 
 # -- profiles --------------------------------------------------------------------------------
@@ -339,6 +377,58 @@ def load_profile(name_or_file: str) -> dict:
                           f"{PROFILE_FORMAT} (write one with python -m harness.calibrate)")  # fmt: skip
     profile["name"] = name_or_file  # as the run names it (the file records its own)
     return profile
+
+
+class LoadState:
+    """The device's recent load, which a step's time depends on beyond its own batch.
+
+    A GPU that has just run compute-bound work is at its power cap and runs the next step at a
+    lower clock (an H200 drops from 1,980 to ~1,600 MHz within a step or two of 8k-token
+    prefills): the same batch takes longer after big prefill chunks than after decode steps or
+    idle time. The load u in [0, 1] is the exponentially weighted (time constant `tau_s`, over
+    the device's own timeline, idle time included) share of recent time the device spent on
+    prefill work, a step counting as min(1, prefill tokens / `heat_tokens`) of its time. A step
+    starting at load u takes (c . x) (1 + coef u). Fitted by `harness.calibrate` to points
+    whose load it computes from the calibration's own timeline (`loads`)."""
+
+    __slots__ = ("coef", "tau_s", "heat_tokens", "u", "at_s")
+
+    def __init__(self, coef: float, tau_s: float, heat_tokens: float) -> None:
+        self.coef, self.tau_s, self.heat_tokens = float(coef), float(tau_s), float(heat_tokens)
+        self.u, self.at_s = 0.0, 0.0  # the load when the device last finished a step, and when
+
+    @classmethod
+    def of(cls, model: dict) -> LoadState:
+        return cls(model["coef"], model["tau_s"], model["heat_tokens"])
+
+    def start(self, start_s: float) -> float:
+        """The load at `start_s`: it has decayed since the last step ended (idle time cools)."""
+        if start_s > self.at_s:
+            return self.u * math.exp((self.at_s - start_s) / self.tau_s)
+        return self.u
+
+    def run(self, start_s: float, base_s: float, prefill_tokens: float) -> float:
+        """A step of `base_s` (the model at load 0) starting at `start_s`: its time, and the
+        load it leaves."""
+        u = self.start(start_s)
+        t = base_s * (1.0 + self.coef * u)
+        a = math.exp(-t / self.tau_s)
+        heat = prefill_tokens / self.heat_tokens
+        self.u = u * a + (heat if heat < 1.0 else 1.0) * (1.0 - a)
+        self.at_s = start_s + t
+        return t
+
+
+def loads(starts_s: np.ndarray, times_s: np.ndarray, prefill_tokens: np.ndarray, tau_s: float,
+          heat_tokens: float) -> np.ndarray:  # fmt: skip
+    """The load (LoadState) at the start of each step of a measured timeline: steps in device
+    order, each starting at `starts_s` and running `times_s`."""
+    state = LoadState(0.0, tau_s, heat_tokens)
+    out = np.empty(len(starts_s))
+    for i, (s, t, n) in enumerate(zip(starts_s, times_s, prefill_tokens, strict=True)):
+        out[i] = state.start(float(s))
+        state.run(float(s), float(t), float(n))  # coef 0: the measured time is the time
+    return out
 
 
 class ProfileStepCost:
@@ -390,8 +480,13 @@ class ProfileStepCost:
         # Measured with pipelining, a swap was timed from its call: its wait for the step in
         # flight is inside the fitted time (the fixed part holds the typical wait)
         self._swap_timed_with_wait = pipelined
+        # the device's load (see LoadState): a profile without a load model has none
+        load = profile.get("load_model")
+        self.load = LoadState.of(load) if load and load.get("coef") else None
 
-    def step_time(self, batch) -> float:
+    def step_time(self, batch, start_s: float | None = None) -> float:
+        """The device seconds of `batch`; `start_s`, when the device starts it: with a load
+        model, the steps run so far (in start order) set the device's load, which scales it."""
         x = features(batch, self.buckets, self.split, self.pieces)
         c = self.coef
         self.num_steps += 1
@@ -399,9 +494,12 @@ class ProfileStepCost:
             if x[i] > m:
                 self._beyond(x)
                 break
-        return (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
-                + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9]
-                + c[10] * x[10] + c[11] * x[11] + c[12] * x[12] + c[13] * x[13])  # fmt: skip
+        t = (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
+             + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9]
+             + c[10] * x[10] + c[11] * x[11] + c[12] * x[12] + c[13] * x[13])  # fmt: skip
+        if self.load is not None and start_s is not None:
+            t = self.load.run(start_s, t, x[2])
+        return t
 
     def _beyond(self, x: list[float]) -> None:
         self.num_beyond += 1

@@ -49,6 +49,9 @@ class Timeline:
     def __init__(self, cost, clock) -> None:
         self.cost, self.clock = cost, clock
         self.host_time = getattr(cost, "host_time", None)
+        # a model whose step time depends on the device's history (sim_model.LoadState) is told
+        # when each step starts
+        self._timed = getattr(cost, "load", None) is not None
         self.device_free_s = 0.0  # when the device has run everything launched so far
         self._after_launch_s = 0.0
 
@@ -62,8 +65,9 @@ class Timeline:
 
     def launch(self, batch) -> tuple[float, float]:
         """Launch `batch` now: (when the device will have finished it, its device time)."""
-        device_s = self.cost.step_time(batch)
-        self.device_free_s = max(self.device_free_s, self.clock.now()) + device_s
+        start = max(self.device_free_s, self.clock.now())
+        device_s = self.cost.step_time(batch, start) if self._timed else self.cost.step_time(batch)
+        self.device_free_s = start + device_s
         if self._after_launch_s:
             self.clock.advance(self._after_launch_s)  # the host launches it, books the last
             self._after_launch_s = 0.0
