@@ -30,6 +30,9 @@ host runs a step between the pieces) merge likewise: the profile is the first on
 the other's piece-replayed points are dropped and counted.
 Points measured before `settings.host_after_excludes_swaps` held the next step's swap in
 `host_after_s`; the refit takes it out (the next point is the next step).
+The load model (sim_model.LoadState) is fitted only when every point merged holds its `load`
+(computed from its calibration's timeline when it was measured); a calibration from before
+it has none, and the merged profile then has no load model.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ def _split_of(paths: list[str], profiles: list[dict]) -> DecodeSplit | None:
 ALIKE = (("", "device"), ("", "dtype"), ("kv_capacity", "block_size"),
          ("settings", "async_scheduling"), ("settings", "cuda_graphs"),
          ("settings", "decode_buckets"))  # fmt: skip
-MODELS = ("step_model", "reference_model", "swap_model", "host_model")
+MODELS = ("step_model", "reference_model", "swap_model", "host_model", "load_model")
 
 
 def points_of(profile: dict) -> list[dict]:
@@ -229,7 +232,9 @@ def refit(paths: list[str], name: str | None = None) -> dict:
         offset = max(p["cell"] for p in pts) + 1 if pts else offset
         points += pts
     pipelined = bool(first["settings"].get("async_scheduling"))
-    out = {k: v for k, v in first.items() if k not in ("points", *MODELS)}
+    # a point keeps its load (computed from its own calibration's timeline when measured); the
+    # timelines themselves are not merged
+    out = {k: v for k, v in first.items() if k not in ("points", "timeline", *MODELS)}
     settings = {**first["settings"], "decode_split": dataclasses.asdict(split) if split else None,
                 "piecewise_buckets": pieces, "piecewise_version": version}  # fmt: skip
     out.update(fit_profile(points, pipelined, unused_features(settings)))
@@ -245,7 +250,7 @@ def refit(paths: list[str], name: str | None = None) -> dict:
     }  # fmt: skip
     cols = ["cell", *FEATURES, "duration_s", "device_time_s", "swap_time_s", "swap_out_blocks",
             "swap_in_blocks", *(f"host_{h}" for h in HOST_FEATURES), "host_before_s",
-            "host_after_s"]  # fmt: skip
+            "host_after_s", "device_start_s", "load"]  # fmt: skip
     cols = [c for c in cols if all(c in p for p in points)]
     out["points"] = {"columns": cols, "rows": [[p[c] for c in cols] for p in points]}
     return out

@@ -323,31 +323,35 @@ def mape(x: np.ndarray, y: np.ndarray, coef: np.ndarray, load_coef: float = 0.0,
 
 
 def fit_loaded(x: np.ndarray, y: np.ndarray, load: np.ndarray,
-               rounds: int = 5) -> tuple[Fit, float]:  # fmt: skip
-    """`fit_relative` with the load model: y = (c . x)(1 + k load), c >= 0, k >= 0, by
-    alternating the two: c fitted to y / (1 + k load), then k to the relative residuals of
-    the inliers (least squares in the relative error, as c). Returns (the fit, its mape with
-    the load, the inliers'; k)."""
-    k = 0.0
-    for _ in range(rounds):
-        scale = 1.0 + k * load
-        fit = fit_relative(x, y / scale)
-        pred = x @ fit.coef
-        rel = np.abs(pred * scale - y) / np.maximum(y, 1e-12)
-        keep = (y > 0) & (pred > 0)
-        bound = max(0.10, 4.0 * float(np.median(rel[keep]))) if keep.any() else 0.0
-        use = keep & (rel <= bound)
-        w = (pred[use] / y[use]) ** 2
-        uu = float((w * load[use] ** 2).sum())
-        k = max(0.0, float((w * (y[use] / pred[use] - 1.0) * load[use]).sum()) / uu) if uu else 0.0
-    scale = 1.0 + k * load
-    fit = fit_relative(x, y / scale)
-    pred = x @ fit.coef * scale
-    rel = np.abs(pred - y) / np.maximum(y, 1e-12)
-    keep = y > 0
-    bound = max(0.10, 4.0 * float(np.median(rel[keep])))
-    use = keep & (rel <= bound)
-    return Fit(fit.coef, float(rel[use].mean()), int(use.sum()), int(keep.sum() - use.sum())), k
+               max_coef: float = 0.5) -> tuple[Fit, float]:  # fmt: skip
+    """`fit_relative` with the load model: y = (c . x)(1 + k load), c >= 0, 0 <= k <=
+    `max_coef`. For a given k the model is linear in c (fit to y / (1 + k load), whose relative
+    residuals are the model's); k is the one of least relative error, searched on a grid and
+    then by golden section around the best. Returns (the fit, its error and inliers; k)."""
+
+    def at(k: float) -> Fit:
+        return fit_relative(x, y / (1.0 + k * load))
+
+    grid = np.linspace(0.0, max_coef, 26)
+    errs = [at(k).in_sample_mape for k in grid]
+    i = int(np.argmin(errs))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = at(a).in_sample_mape, at(b).in_sample_mape
+    for _ in range(20):  # to ~1e-5 of k
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = at(a).in_sample_mape
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = at(b).in_sample_mape
+    k = float((lo + hi) / 2)
+    if errs[0] <= min(fa, fb):  # none beats no load at all
+        k = 0.0
+    return at(k), k
 
 
 # -- profiles --------------------------------------------------------------------------------
