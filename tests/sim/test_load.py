@@ -111,5 +111,7 @@ def test_the_grid_pauses_before_every_other_group_of_four_cells():
 def test_the_grid_measures_the_largest_batch_a_run_can_have():
     # max_num_seqs 64: batch sizes beyond 63 (a mixed step's prompt takes a row) are measured at 63
     p = build_plan(FULL, 16, 20000, 2048, 64, 8192, swaps=False)
-    rows = {len(s.tokens) for s in p.steps if s.cell >= 0 and all(n == 1 for n in s.tokens.values())}
+    rows = {
+        len(s.tokens) for s in p.steps if s.cell >= 0 and all(n == 1 for n in s.tokens.values())
+    }
     assert 63 in rows and max(rows) == 63
