@@ -534,7 +534,8 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "num_cells": plan.cell + 1, "repeats": grid["repeats"],
         "host_after_excludes_swaps": True, "measure_s": round(elapsed, 3), "clock": clock_kind,
         "decode_split": dataclasses.asdict(split) if split else None,
-        "cool_s": grid.get("cool_s", 0.0),
+        "cool_s": grid.get("cool_s", 0.0), "load_tau_s": LOAD_TAU_S,
+        "load_heat_tokens": LOAD_HEAT_TOKENS,
     }  # fmt: skip
     info = {
         "device": _device_name(executor), "dtype": executor.dtype_name,
@@ -609,10 +610,12 @@ def fit_profile(points: list[dict], pipelined: bool = False,
             continue
         held = ok & (cells % 4 == 3)
         train = ok & ~held
+        k, uk = 0.0, None  # the load model's coefficient, and the loads it applies to
         if loaded and key == "step_model":
             f_train, k_train = fit_loaded(x[train], y[train], u[train])
             held_mape = mape(x[held], y[held], f_train.coef, k_train, u[held])
             fit, k = fit_loaded(x[ok], y[ok], u[ok])
+            uk = u[ok]
             out["load_model"] = {
                 "coef": round(k, 5), "tau_s": LOAD_TAU_S, "heat_tokens": LOAD_HEAT_TOKENS,
                 "num_points": int(ok.sum()),
@@ -625,7 +628,7 @@ def fit_profile(points: list[dict], pipelined: bool = False,
         out[key] = {
             "target": target, "features": list(FEATURES), "coef": [float(c) for c in fit.coef],
             "in_sample_mape": round(fit.in_sample_mape, 4),
-            "in_sample_mape_all_points": round(mape(x[ok], y[ok], fit.coef), 4),
+            "in_sample_mape_all_points": round(mape(x[ok], y[ok], fit.coef, k, uk), 4),
             "held_out_mape": round(held_mape, 4), "num_points": int(ok.sum()),
             "num_outliers": fit.num_outliers, "held_out": "cells with index % 4 == 3",
             "unused": list(unused),

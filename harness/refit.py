@@ -17,6 +17,8 @@ the ones it holds where the calibration grid makes that exact, else the refit re
   `host_mixed` (which then covered every mixed step, now the eager ones);
 - `prefill_excess` = `prefill_tokens` beyond sim_model.PREFILL_KNEE;
 - `prefill_roof` = `prefill_tokens` beyond sim_model.PREFILL_ROOF;
+- `decode_roof` = `decode_rows` (a decode-only step's graph bucket, a mixed step's rows) plus
+  `prefill_tokens` beyond sim_model.DECODE_ROOF, less `prefill_tokens` beyond it;
 - `decode_tail_ctx` (sim_model) from `decode_max_ctx`, `decode_ctx` and the rows the kernel saw
   (a decode-only step's graph bucket, `decode_rows`; a mixed step's `mixed_decode`), with the
   split rule (`settings.decode_split`) of a calibration in the merge (they share the device
@@ -30,9 +32,10 @@ host runs a step between the pieces) merge likewise: the profile is the first on
 the other's piece-replayed points are dropped and counted.
 Points measured before `settings.host_after_excludes_swaps` held the next step's swap in
 `host_after_s`; the refit takes it out (the next point is the next step).
-The load model (sim_model.LoadState) is fitted only when every point merged holds its `load`
-(computed from its calibration's timeline when it was measured); a calibration from before
-it has none, and the merged profile then has no load model.
+The load model (sim_model.LoadState) is fitted only when every point merged holds its `load`:
+each is recomputed from its calibration's timeline (every step it ran, `timeline`) with this
+version's load constants. A calibration from before has neither, and the merged profile then
+has no load model.
 """
 
 from __future__ import annotations
@@ -42,8 +45,20 @@ import datetime
 import json
 from pathlib import Path
 
+import numpy as np
+
 from harness.config import ConfigError
-from harness.sim_model import FEATURES, HOST_FEATURES, PREFILL_KNEE, PREFILL_ROOF, DecodeSplit
+from harness.sim_model import (
+    DECODE_ROOF,
+    FEATURES,
+    HOST_FEATURES,
+    LOAD_HEAT_TOKENS,
+    LOAD_TAU_S,
+    PREFILL_KNEE,
+    PREFILL_ROOF,
+    DecodeSplit,
+    loads,
+)
 
 
 def _decode_max_ctx(p: dict) -> float:
@@ -66,6 +81,10 @@ DERIVED = {
     "host_piece_mixed": _piece_mixed,
     "prefill_excess": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_KNEE),
     "prefill_roof": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_ROOF),
+    "decode_roof": lambda p: (
+        max(0.0, p["decode_rows"] + p["prefill_tokens"] - DECODE_ROOF)
+        - max(0.0, p["prefill_tokens"] - DECODE_ROOF)
+    ),  # fmt: skip
 }
 
 
@@ -144,6 +163,23 @@ def points_of(profile: dict) -> list[dict]:
     return [dict(zip(cols, row, strict=True)) for row in profile["points"]["rows"]]
 
 
+def reload_points(path: str, profile: dict, pts: list[dict]) -> bool:
+    """Each point's load recomputed from its calibration's timeline with this version's load
+    constants (sim_model.LOAD_TAU_S, LOAD_HEAT_TOKENS); False for a calibration without one."""
+    timeline = profile.get("timeline")
+    if not timeline or not pts or "device_start_s" not in pts[0]:
+        return False
+    t = np.array(timeline["rows"], dtype=np.float64)
+    u = loads(t[:, 0], t[:, 1], t[:, 2], LOAD_TAU_S, LOAD_HEAT_TOKENS)
+    starts = np.array([p["device_start_s"] for p in pts])
+    idx = np.minimum(np.searchsorted(t[:, 0], starts), len(t) - 1)
+    if not np.allclose(t[idx, 0], starts, rtol=0, atol=1e-6):
+        raise ConfigError(f"--refit: {path}: its points' device_start_s are not on its timeline")
+    for p, j in zip(pts, idx, strict=True):
+        p["load"] = round(float(u[j]), 5)
+    return True
+
+
 def _check_alike(paths: list[str], profiles: list[dict]) -> None:
     first = profiles[0]
     for path, prof in zip(paths[1:], profiles[1:], strict=True):
@@ -202,8 +238,10 @@ def refit(paths: list[str], name: str | None = None) -> dict:
     # the piecewise engine of the profile: the first calibration's that had one
     version = next((v for v in map(_piecewise_version, profiles) if v is not None), None)
     points, derived, offset, dropped = [], set(), 0, {}
+    reloaded = False
     for path, prof in zip(paths, profiles, strict=True):
         pts = points_of(prof)
+        reloaded |= reload_points(path, prof, pts)
         host = "host_before_s" in prof["points"]["columns"]
         names = (*FEATURES, *(f"host_{h}" for h in HOST_FEATURES if host))
         for p in pts:
@@ -232,11 +270,14 @@ def refit(paths: list[str], name: str | None = None) -> dict:
         offset = max(p["cell"] for p in pts) + 1 if pts else offset
         points += pts
     pipelined = bool(first["settings"].get("async_scheduling"))
-    # a point keeps its load (computed from its own calibration's timeline when measured); the
-    # timelines themselves are not merged
-    out = {k: v for k, v in first.items() if k not in ("points", "timeline", *MODELS)}
+    # a point's load is recomputed from its own calibration's timeline; one calibration keeps
+    # its timeline, a merge does not (its points keep their loads)
+    drop = ("points", *MODELS, *(("timeline",) if len(paths) > 1 else ()))
+    out = {k: v for k, v in first.items() if k not in drop}
     settings = {**first["settings"], "decode_split": dataclasses.asdict(split) if split else None,
                 "piecewise_buckets": pieces, "piecewise_version": version}  # fmt: skip
+    if reloaded:  # the loads the points now hold
+        settings.update(load_tau_s=LOAD_TAU_S, load_heat_tokens=LOAD_HEAT_TOKENS)
     out.update(fit_profile(points, pipelined, unused_features(settings)))
     out["settings"] = {**settings, "host_after_excludes_swaps": True}
     out["name"] = name

@@ -41,6 +41,11 @@ Step time = c . x(batch), x =
                    mostly its weight reads and a token adds little; beyond, each token adds its
                    FLOPs (the roofline's knee). Without it, the linear fit put real runs'
                    128-400-token mixed steps 10-18% above their measured time
+  decode_roof      the decode rows among the rows the linear layers multiply (decode rows, a
+                   decode-only step's graph bucket, plus prefill tokens) beyond DECODE_ROOF
+                   (128): the same knee for decode rows. On the H200 a decode-only step of 256
+                   rows took 7.4 ms against 5.8 ms for 128 (at 17 tokens of context), twice
+                   the per-row cost below 128
 A pipelined profile (measured with `engine.async_scheduling`, as on cuda) also models the host:
 the engine's work before a launch (scheduling, building the batch) and after it (launching the
 kernels, booking the step, reading back and stamping the previous step's tokens), each
@@ -78,7 +83,8 @@ from kernels.decode_splits import decode_num_splits
 
 FEATURES = ("step", "prefill", "prefill_tokens", "prefill_attn", "prefill_qk", "decode_rows",
             "decode_ctx", "prefill_rows", "prefill_sampled", "mixed_decode",
-            "decode_max_ctx", "decode_tail_ctx", "prefill_excess", "prefill_roof")  # fmt: skip
+            "decode_max_ctx", "decode_tail_ctx", "prefill_excess", "prefill_roof",
+            "decode_roof")  # fmt: skip
 # prefill_excess's knee: chosen on the merged H200 calibrations' held-out cells among 1k-6k
 # (held-out error 7.9% without the feature; 6.9% at 1,024, 7.2% at 2,048 to 6,144)
 PREFILL_KNEE = 1024
@@ -88,10 +94,16 @@ PREFILL_KNEE = 1024
 # 2.90% at 512); on real runs' small mixed steps it moved measured/predicted from 0.87-0.91 to
 # 0.95-0.97 (benchmarks/sim_accuracy_h200_2026-12-02_round5.md)
 PREFILL_ROOF = 192
+# decode_roof's knee: the rows a step's linear layers multiply (its decode rows, a CUDA graph's
+# bucket, plus its prefill tokens) beyond which a decode row costs compute, not only its share of
+# the weight reads. Chosen on the H200 calibration's held-out cells (3.38% without; 3.33% at 96,
+# 3.32% at 128, 3.31% at 160, 3.34% at 192), 128 for the real runs' mixed steps
+# (benchmarks/sim_accuracy_h200_2026-12-02_round6.md)
+DECODE_ROOF = 128
 # the load model's history (LoadState): its time constant, and the prefill tokens of a step
 # that runs the device at full heat
 LOAD_TAU_S = 0.05
-LOAD_HEAT_TOKENS = 2048
+LOAD_HEAT_TOKENS = 1024
 HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens", "piecewise", "piece_mixed")
 # the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
 RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx",
@@ -201,7 +213,8 @@ def features(batch, buckets: list[int] | None = None, split: DecodeSplit | None 
     tail = split.tail_of(batch, buckets, graph, decode_max_ctx, decode_ctx) if split and d else 0.0
     return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
             float(d) if rows else 0.0, decode_max_ctx, tail,
-            max(0.0, pf_tokens - PREFILL_KNEE), max(0.0, pf_tokens - PREFILL_ROOF)]  # fmt: skip
+            max(0.0, pf_tokens - PREFILL_KNEE), max(0.0, pf_tokens - PREFILL_ROOF),
+            max(0.0, dec + pf_tokens - DECODE_ROOF) - max(0.0, pf_tokens - DECODE_ROOF)]  # fmt: skip
 
 
 def host_features(batch, buckets: list[int] | None = None,
@@ -500,7 +513,8 @@ class ProfileStepCost:
                 break
         t = (c[0] + c[1] * x[1] + c[2] * x[2] + c[3] * x[3] + c[4] * x[4] + c[5] * x[5]
              + c[6] * x[6] + c[7] * x[7] + c[8] * x[8] + c[9] * x[9]
-             + c[10] * x[10] + c[11] * x[11] + c[12] * x[12] + c[13] * x[13])  # fmt: skip
+             + c[10] * x[10] + c[11] * x[11] + c[12] * x[12] + c[13] * x[13]
+             + c[14] * x[14])  # fmt: skip
         if self.load is not None and start_s is not None:
             t = self.load.run(start_s, t, x[2])
         return t

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -149,6 +150,51 @@ def test_refit_derives_a_missing_feature_and_merges_calibrations(profile_file, t
     cells = [r[0] for r in two["points"]["rows"]]
     assert len(two["points"]["rows"]) == 2 * len(rows) and len(set(cells)) == 2 * len(set(
         r[0] for r in rows))  # fmt: skip
+
+
+def test_a_calibration_records_each_points_load_from_its_timeline(profile_file):
+    from harness.sim_model import loads
+
+    p = json.loads(profile_file.read_text())
+    t = p["timeline"]["rows"]
+    assert len(t) == p["settings"]["num_steps"]
+    assert all(a[0] < b[0] for a, b in zip(t, t[1:], strict=False))
+    cols, rows = p["points"]["columns"], p["points"]["rows"]
+    start, load = cols.index("device_start_s"), cols.index("load")
+    u = dict(zip((r[0] for r in t), loads(*(np.array(c) for c in zip(*t, strict=True)),
+                                          p["settings"]["load_tau_s"],
+                                          p["settings"]["load_heat_tokens"]), strict=True))  # fmt: skip
+    # the timeline is written to the microsecond: its loads to 1e-4 (tau 50 ms)
+    assert all(r[load] == pytest.approx(u[r[start]], abs=1e-4) for r in rows)
+    assert 0 < max(r[load] for r in rows) <= 1 and "load_model" in p
+
+
+def test_refit_recomputes_the_loads_from_the_timeline_and_merges_none(profile_file, tmp_path):
+    from harness.refit import refit
+
+    p = json.loads(profile_file.read_text())
+    load = p["points"]["columns"].index("load")
+    for r in p["points"]["rows"]:
+        r[load] = 0.5  # as another version's load constants would have left them
+    path = tmp_path / "stale.json"
+    path.write_text(json.dumps(p))
+    one = refit([str(path)], "one")
+    fresh = json.loads(profile_file.read_text())["points"]["rows"]
+    got = one["points"]["columns"].index("load")
+    assert [r[got] for r in one["points"]["rows"]] == pytest.approx([r[load] for r in fresh],
+                                                                     abs=1e-4)  # fmt: skip
+    assert "timeline" in one and "load_model" in one
+    # a calibration from before the load model (no loads, no timeline) merged in: no load model
+    cols = p["points"]["columns"]
+    keep = [i for i, c in enumerate(cols) if c not in ("load", "device_start_s")]
+    old = dict(p, points={"columns": [cols[i] for i in keep],
+                          "rows": [[r[i] for i in keep] for r in p["points"]["rows"]]})  # fmt: skip
+    old.pop("timeline")
+    old_path = tmp_path / "old.json"
+    old_path.write_text(json.dumps(old))
+    two = refit([str(profile_file), str(old_path)], "two")
+    assert "load_model" not in two and "timeline" not in two
+    assert "load" not in two["points"]["columns"]
 
 
 def test_refit_refuses_profiles_of_two_models(profile_file, tmp_path):

@@ -37,6 +37,25 @@ def test_decode_only_steps_cost_their_cuda_graph_bucket():
     assert f["decode_rows"] == 5 and f["mixed_decode"] == 5 and f["prefill"] == 1
 
 
+def test_decode_rows_beyond_the_knee_of_the_linear_layers_rows():
+    from harness.refit import DERIVED
+    from harness.sim_model import DECODE_ROOF
+
+    buckets = [1, 2, 4, 8, 16, 32, 64, 128, 192, 256]
+    cases = [  # (decode contexts, prefill rows, decode_roof)
+        ([10] * 100, [], 0),  # bucket 128: at the knee
+        ([10] * 130, [], 192 - DECODE_ROOF),  # bucket 192
+        ([10] * 250, [], 256 - DECODE_ROOF),
+        ([10] * 50, [(100, 100)], 150 - DECODE_ROOF),  # 150 rows multiplied, 22 beyond
+        ([10] * 50, [(300, 300)], 50),  # the prompt is beyond already: every decode row
+        ([], [(3000, 3000)], 0),  # prefill only: prefill_roof's
+    ]
+    for ctx, pf, want in cases:
+        f = dict(zip(FEATURES, features(_batch(ctx, pf), buckets), strict=True))
+        assert f["decode_roof"] == want, (len(ctx), pf)
+        assert DERIVED["decode_roof"](f) == want  # a refit derives it from the same columns
+
+
 def test_prefill_attention_counts_causal_pairs_and_dense_scores():
     # a 4-token chunk at context 10 (positions 6..9): causal pairs 7+8+9+10 = 34, dense 4*10
     f = dict(zip(FEATURES, features(_batch([], [(4, 10)])), strict=True))
