@@ -198,8 +198,9 @@ def _record_steps(recorded: dict, name: str, executor, steps) -> None:
 
 def diagnose(args) -> int:
     """What a profile predicts for the steps real runs took (`run --record-steps`): per case and
-    step kind, the measured device time over the predicted one (summed), and the host's median
-    time before and after a launch, measured and predicted. Steps recorded with fewer features
+    step kind, the measured device time over the predicted one (summed; with the profile's load
+    model, each step at the load its recorded predecessors leave), and the host's median time
+    before and after a launch, measured and predicted. Steps recorded with fewer features
     than the profile's get the missing ones derived as `harness.refit` does (for a real run's
     decode rows, which do not share one context, `decode_max_ctx` so derived is their mean)."""
     from harness.refit import derivations, fill_missing
@@ -209,6 +210,7 @@ def diagnose(args) -> int:
         host_coef,
         host_columns_upgrade,
         load_profile,
+        loads,
     )
 
     prof = load_profile(args.profile)
@@ -231,6 +233,13 @@ def diagnose(args) -> int:
         y = data[f"{case}/device_time_s"]
         before, after = data[f"{case}/host_before_s"], data[f"{case}/host_after_s"]
         pred = x @ c[: x.shape[1]]
+        load = prof.get("load_model")
+        if load and load.get("coef"):  # the load each step started at, as the simulator has it:
+            # the recording has no device timeline, so steps run back to back for their durations
+            d = data[f"{case}/duration_s"]
+            u = loads(np.concatenate([[0.0], np.cumsum(d)[:-1]]), y, x[:, 2], load["tau_s"],
+                      load["heat_tokens"])  # fmt: skip
+            pred = pred * (1.0 + load["coef"] * u)
         kinds = {
             "decode": x[:, 1] == 0,
             "mixed": x[:, 9] > 0,

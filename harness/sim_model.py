@@ -62,6 +62,9 @@ c . h(batch) over HOST_FEATURES:
          plan a step: 2.2 ms more after the launch in the shipped H200 profile, where an eager
          mixed step costs 6.5 ms more). A profile fitted before this feature gave `mixed` to every
          mixed step: its `mixed` coefficient serves both
+A profile with a `load_model` (calibrated with a timeline) scales each step by the device's recent
+load: (c . x)(1 + k u), u the exponentially weighted share of recent device time spent on prefill
+work (`LoadState`: a GPU at its power cap runs the same batch at a lower clock).
 On the simulator's timeline (harness/step_cost.py `Timeline`) the device runs a step once the
 previous one is done and the host has prepared it; the host launches step n+1 before it waits
 for step n's tokens. So a step whose host work outlasts the device's sets the pace, as on the
