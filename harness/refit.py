@@ -49,7 +49,6 @@ import numpy as np
 
 from harness.config import ConfigError
 from harness.sim_model import (
-    DECODE_ROOF,
     FEATURES,
     HOST_FEATURES,
     LOAD_HEAT_TOKENS,
@@ -57,6 +56,7 @@ from harness.sim_model import (
     PREFILL_KNEE,
     PREFILL_ROOF,
     DecodeSplit,
+    decode_roof,
     loads,
 )
 
@@ -81,10 +81,7 @@ DERIVED = {
     "host_piece_mixed": _piece_mixed,
     "prefill_excess": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_KNEE),
     "prefill_roof": lambda p: max(0.0, p["prefill_tokens"] - PREFILL_ROOF),
-    "decode_roof": lambda p: (
-        max(0.0, p["decode_rows"] + p["prefill_tokens"] - DECODE_ROOF)
-        - max(0.0, p["prefill_tokens"] - DECODE_ROOF)
-    ),  # fmt: skip
+    "decode_roof": lambda p: decode_roof(p["decode_rows"], p["prefill_tokens"]),
 }
 
 

@@ -217,7 +217,14 @@ def features(batch, buckets: list[int] | None = None, split: DecodeSplit | None 
     return [1.0, float(rows > 0), pf_tokens, attn, qk, dec, decode_ctx, float(rows), sampled,
             float(d) if rows else 0.0, decode_max_ctx, tail,
             max(0.0, pf_tokens - PREFILL_KNEE), max(0.0, pf_tokens - PREFILL_ROOF),
-            max(0.0, dec + pf_tokens - DECODE_ROOF) - max(0.0, pf_tokens - DECODE_ROOF)]  # fmt: skip
+            decode_roof(dec, pf_tokens)]  # fmt: skip
+
+
+def decode_roof(decode_rows: float, prefill_tokens: float) -> float:
+    """The decode rows among a step's GEMM rows (decode rows as run, plus prefill tokens) beyond
+    DECODE_ROOF (the feature `decode_roof`)."""
+    return (max(0.0, decode_rows + prefill_tokens - DECODE_ROOF)
+            - max(0.0, prefill_tokens - DECODE_ROOF))  # fmt: skip
 
 
 def host_features(batch, buckets: list[int] | None = None,

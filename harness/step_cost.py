@@ -30,8 +30,9 @@ class LinearStepCost:
     per_context_token_s: float = 1e-8
     per_swap_block_s: float = 1e-5
 
-    def step_time(self, batch) -> float:
-        """The modelled duration of one step that runs `batch` (a `harness.batch.Batch`)."""
+    def step_time(self, batch, start_s: float | None = None) -> float:
+        """The modelled duration of one step that runs `batch` (a `harness.batch.Batch`);
+        `start_s`, when the device starts it, which this fixed model does not use."""
         cost = self.step_s + self.per_token_s * batch.num_tokens
         return cost + self.per_context_token_s * float(batch.seq_lens.sum())
 
@@ -49,9 +50,6 @@ class Timeline:
     def __init__(self, cost, clock) -> None:
         self.cost, self.clock = cost, clock
         self.host_time = getattr(cost, "host_time", None)
-        # a model whose step time depends on the device's history (sim_model.LoadState) is told
-        # when each step starts
-        self._timed = getattr(cost, "load", None) is not None
         self.device_free_s = 0.0  # when the device has run everything launched so far
         self._after_launch_s = 0.0
 
@@ -65,8 +63,10 @@ class Timeline:
 
     def launch(self, batch) -> tuple[float, float]:
         """Launch `batch` now: (when the device will have finished it, its device time)."""
+        # told when the device starts it: a model may depend on the steps before (sim_model's
+        # load model)
         start = max(self.device_free_s, self.clock.now())
-        device_s = self.cost.step_time(batch, start) if self._timed else self.cost.step_time(batch)
+        device_s = self.cost.step_time(batch, start)
         self.device_free_s = start + device_s
         if self._after_launch_s:
             self.clock.advance(self._after_launch_s)  # the host launches it, books the last
