@@ -47,6 +47,58 @@ class Batch:
     def num_seqs(self) -> int:
         return len(self.seq_lens)
 
+    # -- its sizes, as a step-cost model reads them (`StepShape` holds the same without arrays)
+    @property
+    def num_sampled(self) -> int:
+        return len(self.logits_indices)
+
+    @property
+    def decode_ctx(self) -> int:
+        """Context tokens of the decode rows (their sequence lengths, summed)."""
+        d = self.num_decode_seqs
+        return int(self.seq_lens[:d].sum()) if d else 0
+
+    @property
+    def decode_max_ctx(self) -> int:
+        d = self.num_decode_seqs
+        return int(self.seq_lens[:d].max()) if d else 0
+
+    @property
+    def prefill_qk(self) -> int:
+        """Over the other rows (prefill chunks, recomputes, padding): sum of query x context."""
+        d, qsl = self.num_decode_seqs, self.query_start_loc.astype(np.int64)
+        return int(((qsl[d + 1 :] - qsl[d:-1]) * self.seq_lens[d:]).sum())
+
+    @property
+    def prefill_qq(self) -> int:
+        """Over the other rows: sum of query x (query - 1)."""
+        d, qsl = self.num_decode_seqs, self.query_start_loc.astype(np.int64)
+        q = qsl[d + 1 :] - qsl[d:-1]
+        return int((q * (q - 1)).sum())
+
+
+class StepShape:
+    """A step's sizes without its token arrays: what a step-cost model reads of a `Batch`
+    (the same attribute names and values), for an executor that runs no tensors (engine=sim,
+    `needs_batch = False`). `step_shape` builds it from the scheduled rows as `build_batch`
+    lays them out."""
+
+    __slots__ = ("num_tokens", "num_seqs", "num_decode_seqs", "num_sampled", "num_padding_tokens",
+                 "max_query_len", "max_seq_len", "decode_ctx", "decode_max_ctx", "prefill_qk",
+                 "prefill_qq")  # fmt: skip
+
+    def __init__(self, **sizes: int) -> None:
+        for k in self.__slots__:
+            setattr(self, k, sizes[k])
+
+    @classmethod
+    def of(cls, batch: Batch) -> StepShape:
+        """The shape of a built batch (what `step_shape` must equal)."""
+        return cls(**{k: getattr(batch, k) for k in cls.__slots__})
+
+    def sizes(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
 
 class Rows(list):
     """Scheduled (request, tokens) rows, as the engine's `_apply` lists them; `num_decode`: when
@@ -208,6 +260,44 @@ def build_batch(
         num_decode_seqs=num_decode,
         max_decode_seq_len=int(seq_lens[:num_decode].max()) if num_decode else 0,
         temperature=temperature, top_p=top_p,
+    )  # fmt: skip
+
+
+def step_shape(
+    scheduled: list[tuple[Request, int]], padding: tuple[Padding, ...], num_decode: int
+) -> StepShape:
+    """The `StepShape` of `build_batch(scheduled, padding, num_decode, ...)`, from the rows'
+    counts alone: a decode row computes 1 token at context num_computed_tokens + 1, a chunk of n
+    tokens ends at num_computed_tokens + n and samples if that is the request's end, a padding
+    row computes num_tokens at context_len."""
+    sum_ctx = max_ctx = 0
+    for i in range(num_decode):
+        c = scheduled[i][0].num_computed_tokens + 1
+        sum_ctx += c
+        if c > max_ctx:
+            max_ctx = c
+    num_tokens, max_q, max_seq = num_decode, 1 if num_decode else 0, max_ctx
+    sampled = qk = qq = 0
+    for i in range(num_decode, len(scheduled)):
+        r, n = scheduled[i]
+        end = r.num_computed_tokens + n
+        num_tokens += n
+        qk += n * end
+        qq += n * (n - 1)
+        max_q, max_seq = max(max_q, n), max(max_seq, end)
+        sampled += end == r.num_tokens
+    num_padding = 0
+    for p in padding:
+        n, c = p.num_tokens, p.context_len
+        num_padding += n
+        qk += n * c
+        qq += n * (n - 1)
+        max_q, max_seq = max(max_q, n), max(max_seq, c)
+    return StepShape(
+        num_tokens=num_tokens + num_padding, num_seqs=len(scheduled) + len(padding),
+        num_decode_seqs=num_decode, num_sampled=num_decode + sampled,
+        num_padding_tokens=num_padding, max_query_len=max_q, max_seq_len=max_seq,
+        decode_ctx=sum_ctx, decode_max_ctx=max_ctx, prefill_qk=qk, prefill_qq=qq,
     )  # fmt: skip
 
 

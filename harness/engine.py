@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.batch import PLACEHOLDER_TOKEN, Batch, Rows, build_batch, decode_first, feed_rows
+from harness.batch import (
+    PLACEHOLDER_TOKEN,
+    Batch,
+    Rows,
+    StepShape,
+    build_batch,
+    decode_first,
+    feed_rows,
+    step_shape,
+)
 from harness.decisions import DecisionError, Limits, StallError, check_decision, rejection_reason
 from harness.executors.base import Executor
 from harness.kv_cache import KVCacheManager
@@ -39,7 +48,7 @@ class _InFlight:
     """A launched step whose results are not on the host yet."""
 
     handle: object  # executor handle: .result() -> sampled ids, .device_time_s
-    batch: Batch  # as launched
+    batch: Batch | StepShape  # as launched (its sizes only, to an executor that runs none)
     sampled_rows: list[tuple[Request, int]]  # (request, index of its placeholder output)
     finishing: list[Request]  # requests whose last token this step samples
     applied: _Applied
@@ -55,7 +64,7 @@ class Engine:
     def __init__(
         self, policy: Policy, executor: Executor, kv: KVCacheManager, limits: Limits, clock,
         recorder, temperature: float = 0.0, top_p: float = 1.0, pipelined: bool = False,
-        admission=None, step_cost=None,
+        admission=None, step_cost=None, replay_steady: bool = False,
     ) -> None:  # fmt: skip
         self.policy, self.executor, self.kv = policy, executor, kv
         self.limits, self.clock, self.recorder = limits, clock, recorder
@@ -75,7 +84,16 @@ class Engine:
         # simulator reads no token from the device (`takes_feed` False): no feed to build for it.
         self.pipelined = pipelined and bool(getattr(executor, "overlaps_host", False))
         self._feed = getattr(executor, "takes_feed", True)
+        # An executor that runs no tensors (engine=sim) is given each step's sizes (`StepShape`),
+        # not a batch of token arrays it would never read
+        self._shape_only = not getattr(executor, "needs_batch", True)
         self._inflight: list[_InFlight] = []  # launched steps, oldest first
+        # Steady decode steps (policies/base.py `Policy.steady_decodes`): on a modelled clock,
+        # the policy's last decision while it still holds, instead of asking the policy again
+        # (no wall time is measured, so skipping the call changes nothing but the run's speed)
+        self._replay = replay_steady and type(policy).__dict__.get("steady_decodes", False)
+        self._steady: Rows | None = None  # the rows of the last steady decision, as applied
+        self.num_replayed = 0  # steps that applied the steady decision again
         self._last_end_s = 0.0
 
     def add_request(self, spec: RequestSpec) -> Request:
@@ -116,23 +134,35 @@ class Engine:
         take it from there (`Batch.feed`). Then the previous step's tokens are read back and
         stamped while this one runs, so the device never waits for the host between steps. This
         is exact because output lengths are forced: no decision depends on a token's value.
+
+        On a modelled clock, a steady decode step of a policy that declares it (`_replay_steady`)
+        applies the policy's last decision again without asking it.
         """
         start_s = self.clock.now()
-        view = self._view(start_s)
-        decision = self.policy.schedule(view)
-        check_decision(view, decision, self.policy.name, self.policy.bounded_by_token_budget,
-                       self.num_steps)  # fmt: skip
-        applied = self._apply(decision)
+        applied = self._replay_steady() if self._steady is not None else None
+        padding = ()
+        if applied is None:
+            view = self._view(start_s)
+            decision = self.policy.schedule(view)
+            check_decision(view, decision, self.policy.name, self.policy.bounded_by_token_budget,
+                           self.num_steps)  # fmt: skip
+            applied, padding = self._apply(decision), decision.padding
+            if self._replay:
+                self._steady = applied.scheduled if _is_steady(view, decision) else None
         if not applied.scheduled:
             progressed = bool(self._inflight)
             self.flush()
             return progressed or applied.num_preempted > 0 or applied.num_swapped_in_blocks > 0
         applied.scheduled, num_decode = decode_first(applied.scheduled)
-        batch = build_batch(applied.scheduled, decision.padding, num_decode, self.kv.block_tables,
-                            self.kv.block_size, self.temperature, self.top_p)  # fmt: skip
         prev = self._inflight[-1] if self._inflight else None
-        if prev is not None and self._feed:
-            batch.feed = feed_rows(batch, applied.scheduled, prev.sampled_rows)
+        if self._shape_only:
+            batch = step_shape(applied.scheduled, padding, num_decode)
+        else:
+            batch = build_batch(applied.scheduled, padding, num_decode,
+                                self.kv.block_tables, self.kv.block_size, self.temperature,
+                                self.top_p)  # fmt: skip
+            if prev is not None and self._feed:
+                batch.feed = feed_rows(batch, applied.scheduled, prev.sampled_rows)
         host_done_s = self.timeline.prepare(batch) if self.timeline else self.clock.now()
         handle = self.executor.launch(batch, prev.handle if prev is not None else None)
         rows = self._advance(applied.scheduled)
@@ -162,6 +192,27 @@ class Engine:
                 self.num_done += 1
             self._record(f, end_s)
             self._last_end_s, self.num_steps = end_s, self.num_steps + 1
+
+    def _replay_steady(self) -> _Applied | None:
+        """Apply the last steady decision again (each of its requests decodes one token, in its
+        order) if it holds: nothing waiting or swapped, the same requests running (a running
+        request leaves only by finishing or by a decision, and joins only by a decision) and the
+        blocks their next tokens open within the free ones as the policy counts them. Else None,
+        and the policy decides."""
+        rows, kv = self._steady, self.kv
+        if self.waiting or self.swapped or len(self.running) != len(rows):
+            self._steady = None
+            return None
+        tables, bs = kv.block_tables, kv.block_size
+        grow = [r for r, _ in rows if len(tables[r.request_id]) * bs <= r.num_computed_tokens]
+        if len(grow) > kv.num_free_blocks_unshared:
+            self._steady = None  # under KV pressure the policy must choose
+            return None
+        num_evictions = kv.gpu.num_evictions
+        for r in grow:  # in the decision's order, as `_apply` allocates
+            kv.allocate(r.request_id, r.num_computed_tokens + 1)
+        self.num_replayed += 1
+        return _Applied(scheduled=rows, num_evicted_blocks=kv.gpu.num_evictions - num_evictions)
 
     def _view(self, now_s: float):
         return build_view(self, now_s)  # harness/prefix_cache.py
@@ -267,7 +318,7 @@ class Engine:
         self._record_row((  # a StepRecord's values, in field order
             self.num_steps, f.start_s, end_s - max(f.start_s, self._last_end_s),  # pipelined: added
             f.host_done_s - f.start_s, f.device_time_s,
-            len(batch.input_ids) - batch.num_padding_tokens - d, d, batch.num_padding_tokens,
+            batch.num_tokens - batch.num_padding_tokens - d, d, batch.num_padding_tokens,
             len(a.scheduled), len(self.running), len(self.waiting), len(self.swapped),
             self.kv.gpu.num_used_blocks, a.num_preempted, a.num_swapped_out_blocks,
             a.num_swapped_in_blocks, a.swap_time_s, a.num_cached_tokens, a.num_evicted_blocks,
@@ -295,3 +346,14 @@ class Engine:
             r = self.requests[spec.request_id] = Request(spec, RequestStatus.ABORTED, reason=reason)
             r.finish_s = None
             self.num_done += 1
+
+
+def _is_steady(view, d: Decision) -> bool:
+    """Whether `d`, decided on `view`, is a steady decode step: nothing waiting or swapped, and
+    every running request (each a decode) computes one token, nothing else happens."""
+    if view.waiting or view.swapped or not view.running or d.preempt or d.swap_in or d.padding:
+        return False
+    scheduled = d.num_scheduled_tokens
+    return len(scheduled) == len(view.running) and all(
+        scheduled.get(r.request_id) == 1 and r.is_decode for r in view.running
+    )

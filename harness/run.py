@@ -142,6 +142,7 @@ def run(
         policy, executor, kv, limits, clock, recorder,
         temperature=cfg.engine.temperature, top_p=cfg.engine.top_p,
         pipelined=cfg.engine.async_scheduling, admission=admission, step_cost=step_cost,
+        replay_steady=cfg.engine.replay_steady_decodes and getattr(clock, "virtual", False),
     )  # fmt: skip
 
     fingerprint = workload_fingerprint(specs)
@@ -185,6 +186,8 @@ def run(
         max_num_batched_tokens=budget if policy.bounded_by_token_budget else None,
         workload_fingerprint=fingerprint, workload_stats=workload_stats,
     )  # fmt: skip
+    if engine.num_replayed:  # steps that applied the policy's steady decision again (engine.py)
+        summary["num_steps_replayed"] = engine.num_replayed
     notes = getattr(executor, "run_notes", None)
     if notes is not None:
         summary.update(notes())

@@ -148,7 +148,7 @@ class DecodeSplit:
         graph): a graph replay over its bucket's rows with the captured bound, an eager
         decode-only pass over its rows with the batch's longest context, a mixed pass over its
         decode rows with theirs (harness/models/attention.py, kernels/paged_extend.py)."""
-        rows = len(batch.seq_lens)
+        rows = batch.num_seqs
         if graph:
             rows, bound = bucket_of(buckets, rows), self.graph_bound
         elif batch.max_query_len == 1:
@@ -168,13 +168,14 @@ class DecodeSplit:
 
 
 def uses_graph(batch, buckets: list[int] | None) -> bool:
-    """Whether the cuda executor replays a decode graph for `batch` (ModelRunner._use_graph)."""
+    """Whether the cuda executor replays a decode graph for `batch` (ModelRunner._use_graph).
+    `batch`: a `harness.batch.Batch`, or its `StepShape` (the same sizes without arrays)."""
     return bool(
         buckets
         and batch.max_query_len == 1
         and batch.num_padding_tokens == 0
-        and len(batch.logits_indices) == len(batch.seq_lens)
-        and len(batch.seq_lens) <= buckets[-1]
+        and batch.num_sampled == batch.num_seqs
+        and batch.num_seqs <= buckets[-1]
     )
 
 
@@ -190,22 +191,19 @@ def piece_bucket(batch, buckets: list[int] | None, pieces: list[int] | None) -> 
 
 def features(batch, buckets: list[int] | None = None, split: DecodeSplit | None = None,
              pieces: list[int] | None = None) -> list[float]:  # fmt: skip
-    """x(batch) in the order of FEATURES; `buckets`: the decode graphs' batch sizes, `pieces`:
-    the piecewise graphs' token buckets, whose padding tokens count as prefill tokens (the
-    layers but attention compute them)."""
+    """x(batch) in the order of FEATURES; `batch`: a `harness.batch.Batch` or its `StepShape`;
+    `buckets`: the decode graphs' batch sizes, `pieces`: the piecewise graphs' token buckets,
+    whose padding tokens count as prefill tokens (the layers but attention compute them)."""
     d = batch.num_decode_seqs
-    seq_lens = batch.seq_lens
-    num_seqs = len(seq_lens)
-    decode_ctx = float(seq_lens[:d].sum()) if d else 0.0
-    decode_max_ctx = float(seq_lens[:d].max()) if d else 0.0
+    num_seqs = batch.num_seqs
+    decode_ctx = float(batch.decode_ctx)
+    decode_max_ctx = float(batch.decode_max_ctx)
     rows = num_seqs - d
     if rows:
-        qsl = batch.query_start_loc
-        q = (qsl[d + 1 :] - qsl[d:-1]).astype(np.float64)
-        qk = float((q * seq_lens[d:]).sum())
-        attn = qk - float((q * (q - 1.0)).sum()) * 0.5
+        qk = float(batch.prefill_qk)
+        attn = qk - float(batch.prefill_qq) * 0.5
         pf_tokens = float(batch.num_tokens - d)
-        sampled = float(len(batch.logits_indices) - d)
+        sampled = float(batch.num_sampled - d)
     else:
         attn = qk = pf_tokens = sampled = 0.0
     if pieces:
@@ -232,7 +230,7 @@ def host_features(batch, buckets: list[int] | None = None,
     """h(batch) in the order of HOST_FEATURES."""
     piecewise = bool(pieces) and piece_bucket(batch, buckets, pieces) > 0
     eager = not piecewise and not (buckets and uses_graph(batch, buckets))
-    rows, d = len(batch.seq_lens), batch.num_decode_seqs
+    rows, d = batch.num_seqs, batch.num_decode_seqs
     mixed = 0 < d < rows
     return [1.0, float(eager), float(mixed and not piecewise), float(rows),
             float(batch.num_tokens), float(piecewise), float(mixed and piecewise)]  # fmt: skip

@@ -122,6 +122,15 @@ class Policy(ABC):
     #: (`engine.enable_prefix_caching`): its `num_computed_tokens` may then start above 0.
     #: Static batching models a request-level engine that caches nothing.
     supports_prefix_caching: bool = True
+    #: Whether the policy's decision in a steady decode state (nothing waiting or swapped, every
+    #: running request a decode, the blocks of their next tokens within the free ones) is always
+    #: the same: every running request computes its one token, nothing is preempted, in an order
+    #: that depends only on which requests run (not on the time, their lengths or the blocks),
+    #: and `schedule` keeps no state that its calls update. On a modelled clock the engine then
+    #: applies the policy's last such decision again while the running requests stay the same,
+    #: without asking it (`engine.replay_steady_decodes`; the same result, faster). A class
+    #: declares it for itself: a subclass does not inherit it (it may change the rule).
+    steady_decodes: bool = False
 
     @property
     def name(self) -> str:

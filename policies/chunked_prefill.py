@@ -41,6 +41,8 @@ from policies.batching import (
 class ChunkedPrefillPolicy(Policy):
     """Decodes first, then prefill chunks in the budget they leave."""
 
+    steady_decodes = True  # steady: every running request decodes, in importance order
+
     chunks_prefills = True
 
     def __init__(

@@ -30,6 +30,8 @@ from policies.batching import (
 class FcfsPolicy(Policy):
     """First come, first served, whole prompts, preemption of the latest arrival."""
 
+    steady_decodes = True  # steady: every running request decodes, in importance order
+
     def __init__(self, preemption: str = "recompute", max_wait_s: float | None = None) -> None:
         if max_wait_s is not None and max_wait_s <= 0:
             raise ValueError(f"max_wait_s must be > 0 or null, got {max_wait_s}")

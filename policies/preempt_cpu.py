@@ -18,6 +18,8 @@ from policies.chunked_prefill import ChunkedPrefillPolicy
 class PreemptCpuPolicy(ChunkedPrefillPolicy):
     """Chunked prefill whose preemptions swap KV blocks to the CPU pool."""
 
+    steady_decodes = True  # steady: every running request decodes, in importance order
+
     def __init__(
         self,
         chunked: bool = True,

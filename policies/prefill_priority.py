@@ -25,6 +25,8 @@ from policies.batching import (
 class PrefillPriorityPolicy(Policy):
     """Prefill steps whenever a prompt can be admitted; decode steps otherwise."""
 
+    steady_decodes = True  # steady: every running request decodes, in importance order
+
     def __init__(self, preemption: str = "recompute") -> None:
         self.preemption = Preemption(preemption)
 

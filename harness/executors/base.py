@@ -13,7 +13,14 @@ __all__ = ["Batch", "Executor", "split_batch"]
 
 
 class Executor(Protocol):
-    """Runs batches and moves KV blocks between the device cache and the CPU swap pool."""
+    """Runs batches and moves KV blocks between the device cache and the CPU swap pool.
+
+    Optional class attributes the engine reads (defaults in brackets): `overlaps_host` [False],
+    the device runs while the host prepares the next step (the engine may pipeline);
+    `takes_feed` [True], a decode row may take its input from the previous step's sampled ids
+    still on the device (`Batch.feed`); `needs_batch` [True], False for an executor that runs
+    no tensors (engine=sim): `launch` then gets the step's sizes (`harness.batch.StepShape`),
+    not its token arrays."""
 
     def launch(self, batch: Batch, feed_from=None):
         """Queue one forward pass; returns a handle whose `result()` gives the sampled token id

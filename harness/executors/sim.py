@@ -48,6 +48,7 @@ class SimExecutor:
     # the engine launches step n+1 before it reads step n's tokens (harness/step_cost.Timeline).
     overlaps_host = False
     takes_feed = False  # its sampled ids are zeros: no decode row needs the previous step's
+    needs_batch = False  # the engine launches a step's sizes (harness.batch.StepShape)
 
     def __init__(self, engine: DictConfig, model: DictConfig, profile: str | None = None) -> None:
         if not profile:
@@ -131,7 +132,8 @@ class SimExecutor:
 
     # -- the executor interface (harness/executors/base.py) ------------------------------
     def launch(self, batch, feed_from=None) -> _Done:
-        return _Done(len(batch.logits_indices))
+        """`batch`: a `harness.batch.Batch` or its `StepShape`; nothing runs."""
+        return _Done(batch.num_sampled)
 
     def execute(self, batch) -> np.ndarray:
         return self.launch(batch).result()
