@@ -99,6 +99,22 @@ class StepShape:
     def sizes(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}
 
+    def advanced(self) -> StepShape:
+        """The shape of this decode-only step's rows one token later (every context one longer):
+        the next step of a steady decode stretch (harness/engine.py `_replay_steady`)."""
+        d = self.num_decode_seqs
+        assert d == self.num_seqs and not self.num_padding_tokens, "a decode-only step"
+        s = _new(StepShape)
+        s.num_tokens = s.num_seqs = s.num_decode_seqs = s.num_sampled = d
+        s.num_padding_tokens = s.prefill_qk = s.prefill_qq = 0
+        s.max_query_len = 1
+        s.max_seq_len = s.decode_max_ctx = self.decode_max_ctx + 1
+        s.decode_ctx = self.decode_ctx + d
+        return s
+
+
+_new = object.__new__
+
 
 class Rows(list):
     """Scheduled (request, tokens) rows, as the engine's `_apply` lists them; `num_decode`: when

@@ -94,6 +94,8 @@ class Engine:
         self._replay = replay_steady and type(policy).__dict__.get("steady_decodes", False)
         self._steady: Rows | None = None  # the rows of the last steady decision, as applied
         self.num_replayed = 0  # steps that applied the steady decision again
+        # the last step's shape (`_shape_only`): a replayed step's is the same one token further
+        self._last_shape: StepShape | None = None
         self._last_end_s = 0.0
 
     def add_request(self, spec: RequestSpec) -> Request:
@@ -140,7 +142,7 @@ class Engine:
         """
         start_s = self.clock.now()
         applied = self._replay_steady() if self._steady is not None else None
-        padding = ()
+        padding, replayed = (), applied is not None
         if applied is None:
             view = self._view(start_s)
             decision = self.policy.schedule(view)
@@ -156,7 +158,10 @@ class Engine:
         applied.scheduled, num_decode = decode_first(applied.scheduled)
         prev = self._inflight[-1] if self._inflight else None
         if self._shape_only:
-            batch = step_shape(applied.scheduled, padding, num_decode)
+            if replayed:  # the previous step's decodes, each one token further
+                batch = self._last_shape = self._last_shape.advanced()
+            else:
+                batch = self._last_shape = step_shape(applied.scheduled, padding, num_decode)
         else:
             batch = build_batch(applied.scheduled, padding, num_decode,
                                 self.kv.block_tables, self.kv.block_size, self.temperature,

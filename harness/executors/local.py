@@ -9,14 +9,13 @@ the swap pool) and returns the block counts that the KV bookkeeping then mirrors
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from harness.config import ConfigError
-from harness.models.config import ModelArgs, preset_args
-from harness.models.loader import args_from_hf_config, build_model
+from harness.models.config import ModelArgs, model_args, resolve_max_model_len  # noqa: F401
+from harness.models.loader import build_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -27,24 +26,6 @@ def resolve_device(kind: str) -> torch.device:
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("engine.kind=cuda but no CUDA device is visible")
     return torch.device(kind)
-
-
-def model_args(model: DictConfig, device_type: str) -> tuple[str, ModelArgs]:
-    """(preset name, shape) of `model.*`; `model.preset=auto` is llama3_8b on cuda, tiny else."""
-    preset = model.preset
-    if preset == "auto":
-        preset = "llama3_8b" if device_type == "cuda" else "tiny"
-    if model.path:
-        return preset, args_from_hf_config(Path(model.path).expanduser())
-    try:
-        return preset, preset_args(preset)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def resolve_max_model_len(max_model_len: int | None, args: ModelArgs) -> int:
-    """`engine.max_model_len`, capped by (and by default) the model's max_position_embeddings."""
-    return min(max_model_len or args.max_position_embeddings, args.max_position_embeddings)
 
 
 def attention_backend(device: torch.device):

@@ -12,8 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from harness.config import ConfigError
-from harness.executors.local import model_args, resolve_max_model_len
-from harness.models.config import ModelArgs
+from harness.models.config import ModelArgs, model_args, resolve_max_model_len
 from harness.sim_model import ProfileStepCost, load_profile
 
 # The fields of ModelArgs that decide a step's cost; the profile's must match model.*'s.

@@ -74,3 +74,28 @@ def preset_args(name: str) -> ModelArgs:
     if name not in PRESETS:
         raise ValueError(f"model.preset={name!r} is not a preset; choose one of {sorted(PRESETS)}")
     return ModelArgs(**PRESETS[name])
+
+
+def model_args(model, device_type: str) -> tuple[str, ModelArgs]:
+    """(preset name, shape) of `model.*`; `model.preset=auto` is llama3_8b on cuda, tiny else.
+    Imports no torch unless `model.path` names a checkpoint (engine=sim runs without it)."""
+    from harness.config import ConfigError
+
+    preset = model.preset
+    if preset == "auto":
+        preset = "llama3_8b" if device_type == "cuda" else "tiny"
+    if model.path:
+        from pathlib import Path
+
+        from harness.models.loader import args_from_hf_config
+
+        return preset, args_from_hf_config(Path(model.path).expanduser())
+    try:
+        return preset, preset_args(preset)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def resolve_max_model_len(max_model_len: int | None, args: ModelArgs) -> int:
+    """`engine.max_model_len`, capped by (and by default) the model's max_position_embeddings."""
+    return min(max_model_len or args.max_position_embeddings, args.max_position_embeddings)
