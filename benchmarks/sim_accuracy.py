@@ -6,6 +6,9 @@
     python benchmarks/sim_accuracy.py run --engine sim --profile h200_llama3_8b --out DIR_SIM
     # the table: every case, every figure, its relative error; the worst named
     python benchmarks/sim_accuracy.py compare DIR_REAL DIR_SIM [--out FILE.md]
+    # ... with the real engine's own run-to-run spread: another real run, several real runs
+    python benchmarks/sim_accuracy.py compare DIR_REAL DIR_SIM --summary --repeat DIR_REAL2 \
+        --median-of DIR_REAL2 DIR_REAL3
 
 A case is a workload slice at a load and a policy configuration (`CASES`): the same Hydra
 overrides on both sides, so both serve the same requests (the workload fingerprints are
@@ -348,6 +351,8 @@ def compare(args) -> int:
     text = "\n".join(lines)
     if getattr(args, "summary", False):
         text += "\n\n" + summary_table(real, sim, Path(args.repeat) if args.repeat else None)
+    if getattr(args, "median_of", None):
+        text += "\n\n" + median_table([real, *map(Path, args.median_of)], sim)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
@@ -401,6 +406,41 @@ def summary_table(real: Path, sim: Path, repeat: Path | None = None) -> str:
     return "\n".join([*lines, last])
 
 
+def median_table(reals: list[Path], sim: Path) -> str:
+    """The simulator against the median of several real runs of the same cases (`reals`, the
+    first one's cases; a case missing from another run has fewer): per figure, how many are
+    within tolerance; then every figure that is not, with the real runs' values, marked `span`
+    when it lies within [min - tol, max + tol] of them (as far from the median as a real run)."""
+    counts: dict[str, list[int]] = {}
+    misses = []
+    for path in sorted(reals[0].glob("*.json")):
+        if not (sim / path.name).exists():
+            continue
+        runs = [json.loads((d / path.name).read_text())["summary"] for d in reals
+                if (d / path.name).exists()]  # fmt: skip
+        s = json.loads((sim / path.name).read_text())["summary"]
+        for key, pct, label, tol in FIGURES:
+            vals = [v for v in (figure(r, key, pct) for r in runs) if v]
+            y = figure(s, key, pct)
+            if not vals or y is None:
+                continue
+            med = float(np.median(vals))
+            err = (y - med) / med
+            c = counts.setdefault(label, [0, 0])
+            c[0] += abs(err) <= tol
+            c[1] += 1
+            if abs(err) > tol:
+                span = min(vals) * (1 - tol) <= y <= max(vals) * (1 + tol)
+                misses.append(f"| {path.stem} | {label} | {', '.join(_fmt(v, key) for v in vals)} "
+                              f"| {_fmt(y, key)} | {err:+.1%} | {'span' if span else 'beyond'} |")  # fmt: skip
+    lines = ["| figure | sim within tolerance of the real runs' median |", "|---|---|"]
+    lines += [f"| {label} | {ok} / {n} |" for label, (ok, n) in counts.items()]
+    ok, n = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
+    lines += [f"| all | {ok} / {n} |", "", "| case | figure | real runs | sim | vs median | |",
+              "|---|---|---|---|---|---|", *misses]  # fmt: skip
+    return "\n".join(lines)
+
+
 def _fmt(v: float, key: str) -> str:
     return f"{v:,.0f}" if key.endswith("tok_s") else f"{v * 1e3:.1f} ms"
 
@@ -429,6 +469,8 @@ def main(argv=None) -> int:
     )
     c.add_argument("--repeat", help="another real run of the same cases (DIR): the real "
                    "engine's own run-to-run difference beside the simulator's")  # fmt: skip
+    c.add_argument("--median-of", nargs="+", metavar="DIR", help="further real runs of the same "
+                   "cases: also the simulator against the median of all the real runs")  # fmt: skip
     sub.add_parser("list")
     d = sub.add_parser("steps", help="what a profile predicts for recorded real steps")
     d.add_argument("steps", help="the .npz of run --record-steps")

@@ -30,6 +30,8 @@ def full_length_blocks(view: SchedulerView, request: RequestView) -> int:
 class DecodePriorityPolicy(FcfsPolicy):
     """Decodes first, always; whole prompts fill what they leave, KV reserved to full length."""
 
+    steady_decodes = True  # steady: every running request decodes, in importance order (fcfs's)
+
     def __init__(
         self,
         skip_ahead: bool = False,

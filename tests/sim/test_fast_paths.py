@@ -42,12 +42,19 @@ def _same_run(a, b) -> None:
     assert sa == sb
 
 
+# the policies that declare `steady_decodes`; decode_priority reserving blocks only for what it
+# computes now, so that the KV cache runs out under it too
+DECLARING = {"fcfs": ["policy=fcfs"], "chunked_prefill": ["policy=chunked_prefill"],
+             "prefill_priority": ["policy=prefill_priority"], "preempt_cpu": ["policy=preempt_cpu"],
+             "decode_priority": ["policy=decode_priority", "policy.reserve_full_length=false"]}  # fmt: skip
+
+
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("policy", ["fcfs", "chunked_prefill", "prefill_priority", "preempt_cpu"])
+@pytest.mark.parametrize("policy", DECLARING)
 @pytest.mark.parametrize("workload", [PRESSURE, SESSIONS, GROWTH],
                          ids=["pressure", "sessions", "growth"])  # fmt: skip
 def test_replaying_steady_decisions_changes_nothing(compose_cfg, policy, workload, profile):
-    args = (*QUIET, profile, f"policy={policy}", *workload)
+    args = (*QUIET, profile, *DECLARING[policy], *workload)
     fast = run(compose_cfg(*args), None)
     slow = run(compose_cfg(*args, "engine.replay_steady_decodes=false"), None)
     _same_run(fast, slow)
@@ -123,3 +130,18 @@ def test_a_steps_shape_is_the_shape_of_its_batch(compose_cfg, monkeypatch, polic
     if policy == "static":
         assert batches.steps.num_padding_tokens.sum() > 0
     assert batches.steps.num_prefill_tokens.sum() > 0 and batches.steps.num_decode_tokens.sum() > 0
+
+
+def test_every_declaring_policy_is_held_to_its_declaration_here():
+    """A policy that declares `steady_decodes` must be in DECLARING (the equality test above)."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from harness.config import CONF_DIR
+
+    declaring = set()
+    for path in sorted((CONF_DIR / "policy").glob("*.yaml")):
+        cls = get_class(OmegaConf.load(path)["_target_"])
+        if cls.__dict__.get("steady_decodes", False):
+            declaring.add(path.stem)
+    assert declaring == set(DECLARING)
