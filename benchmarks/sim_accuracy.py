@@ -241,7 +241,7 @@ def diagnose(args) -> int:
             # the recording has no device timeline, so steps run back to back for their durations
             d = data[f"{case}/duration_s"]
             u = loads(np.concatenate([[0.0], np.cumsum(d)[:-1]]), y, x[:, 2], load["tau_s"],
-                      load["heat_tokens"])  # fmt: skip
+                      load["heat_tokens"], load.get("heat_knee", 0.0))  # fmt: skip
             pred = pred * (1.0 + load["coef"] * u)
         kinds = {
             "decode": x[:, 1] == 0,

@@ -53,6 +53,11 @@ class Batch:
         return len(self.logits_indices)
 
     @property
+    def context_tokens(self) -> int:
+        """Context tokens of every row (their sequence lengths, padding rows' included)."""
+        return int(self.seq_lens.sum())
+
+    @property
     def decode_ctx(self) -> int:
         """Context tokens of the decode rows (their sequence lengths, summed)."""
         d = self.num_decode_seqs
@@ -84,8 +89,8 @@ class StepShape:
     lays them out."""
 
     __slots__ = ("num_tokens", "num_seqs", "num_decode_seqs", "num_sampled", "num_padding_tokens",
-                 "max_query_len", "max_seq_len", "decode_ctx", "decode_max_ctx", "prefill_qk",
-                 "prefill_qq")  # fmt: skip
+                 "max_query_len", "max_seq_len", "context_tokens", "decode_ctx", "decode_max_ctx",
+                 "prefill_qk", "prefill_qq")  # fmt: skip
 
     def __init__(self, **sizes: int) -> None:
         for k in self.__slots__:
@@ -109,7 +114,7 @@ class StepShape:
         s.num_padding_tokens = s.prefill_qk = s.prefill_qq = 0
         s.max_query_len = 1
         s.max_seq_len = s.decode_max_ctx = self.decode_max_ctx + 1
-        s.decode_ctx = self.decode_ctx + d
+        s.decode_ctx = s.context_tokens = self.decode_ctx + d
         return s
 
 
@@ -294,12 +299,14 @@ def step_shape(
             max_ctx = c
     num_tokens, max_q, max_seq = num_decode, 1 if num_decode else 0, max_ctx
     sampled = qk = qq = 0
+    ctx = sum_ctx
     for i in range(num_decode, len(scheduled)):
         r, n = scheduled[i]
         end = r.num_computed_tokens + n
         num_tokens += n
         qk += n * end
         qq += n * (n - 1)
+        ctx += end
         max_q, max_seq = max(max_q, n), max(max_seq, end)
         sampled += end == r.num_tokens
     num_padding = 0
@@ -308,12 +315,14 @@ def step_shape(
         num_padding += n
         qk += n * c
         qq += n * (n - 1)
+        ctx += c
         max_q, max_seq = max(max_q, n), max(max_seq, c)
     return StepShape(
         num_tokens=num_tokens + num_padding, num_seqs=len(scheduled) + len(padding),
         num_decode_seqs=num_decode, num_sampled=num_decode + sampled,
         num_padding_tokens=num_padding, max_query_len=max_q, max_seq_len=max_seq,
-        decode_ctx=sum_ctx, decode_max_ctx=max_ctx, prefill_qk=qk, prefill_qq=qq,
+        context_tokens=ctx, decode_ctx=sum_ctx, decode_max_ctx=max_ctx, prefill_qk=qk,
+        prefill_qq=qq,
     )  # fmt: skip
 
 

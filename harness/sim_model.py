@@ -103,10 +103,14 @@ PREFILL_ROOF = 192
 # 3.32% at 128, 3.31% at 160, 3.34% at 192), 128 for the real runs' mixed steps
 # (benchmarks/sim_accuracy_h200_2026-12-02_round6.md)
 DECODE_ROOF = 128
-# the load model's history (LoadState): its time constant, and the prefill tokens of a step
-# that runs the device at full heat
+# the load model's history (LoadState): its time constant, the prefill tokens of a step that
+# runs the device at full heat, and those up to which a step does not heat it (LOAD_HEAT_KNEE:
+# on the H200's real runs, 256-520-token mixed steps ran at their cool time while 1-4k-token
+# ones ran ~4% long; chosen among 0-768 on rounds 5 and 6's real runs, then held to round 7's,
+# benchmarks/sim_accuracy_h200_2026-12-02_round7.md)
 LOAD_TAU_S = 0.05
 LOAD_HEAT_TOKENS = 1024
+LOAD_HEAT_KNEE = 512
 HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens", "piecewise", "piece_mixed")
 # the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
 RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx",
@@ -412,19 +416,24 @@ class LoadState:
     prefills): the same batch takes longer after big prefill chunks than after decode steps or
     idle time. The load u in [0, 1] is the exponentially weighted (time constant `tau_s`, over
     the device's own timeline, idle time included) share of recent time the device spent on
-    prefill work, a step counting as min(1, prefill tokens / `heat_tokens`) of its time. A step
+    prefill work, a step counting as (prefill tokens - `heat_knee`) / (`heat_tokens` -
+    `heat_knee`) of its time, clipped to [0, 1] (a profile fitted before the knee has 0). A step
     starting at load u takes (c . x) (1 + coef u). Fitted by `harness.calibrate` to points
     whose load it computes from the calibration's own timeline (`loads`)."""
 
-    __slots__ = ("coef", "tau_s", "heat_tokens", "u", "at_s")
+    __slots__ = ("coef", "tau_s", "heat_tokens", "heat_knee", "u", "at_s")
 
-    def __init__(self, coef: float, tau_s: float, heat_tokens: float) -> None:
+    def __init__(self, coef: float, tau_s: float, heat_tokens: float,
+                 heat_knee: float = 0.0) -> None:  # fmt: skip
         self.coef, self.tau_s, self.heat_tokens = float(coef), float(tau_s), float(heat_tokens)
+        self.heat_knee = float(heat_knee)
+        if not 0 <= self.heat_knee < self.heat_tokens:
+            raise ValueError(f"load model: heat_knee {heat_knee} not in [0, {heat_tokens})")
         self.u, self.at_s = 0.0, 0.0  # the load when the device last finished a step, and when
 
     @classmethod
     def of(cls, model: dict) -> LoadState:
-        return cls(model["coef"], model["tau_s"], model["heat_tokens"])
+        return cls(model["coef"], model["tau_s"], model["heat_tokens"], model.get("heat_knee", 0))
 
     def start(self, start_s: float) -> float:
         """The load at `start_s`: it has decayed since the last step ended (idle time cools)."""
@@ -438,17 +447,18 @@ class LoadState:
         u = self.start(start_s)
         t = base_s * (1.0 + self.coef * u)
         a = math.exp(-t / self.tau_s)
-        heat = prefill_tokens / self.heat_tokens
-        self.u = u * a + (heat if heat < 1.0 else 1.0) * (1.0 - a)
+        heat = (prefill_tokens - self.heat_knee) / (self.heat_tokens - self.heat_knee)
+        heat = 0.0 if heat < 0.0 else (1.0 if heat > 1.0 else heat)
+        self.u = u * a + heat * (1.0 - a)
         self.at_s = start_s + t
         return t
 
 
 def loads(starts_s: np.ndarray, times_s: np.ndarray, prefill_tokens: np.ndarray, tau_s: float,
-          heat_tokens: float) -> np.ndarray:  # fmt: skip
+          heat_tokens: float, heat_knee: float = 0.0) -> np.ndarray:  # fmt: skip
     """The load (LoadState) at the start of each step of a measured timeline: steps in device
     order, each starting at `starts_s` and running `times_s`."""
-    state = LoadState(0.0, tau_s, heat_tokens)
+    state = LoadState(0.0, tau_s, heat_tokens, heat_knee)
     out = np.empty(len(starts_s))
     for i, (s, t, n) in enumerate(zip(starts_s, times_s, prefill_tokens, strict=True)):
         out[i] = state.start(float(s))

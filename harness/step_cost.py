@@ -31,10 +31,10 @@ class LinearStepCost:
     per_swap_block_s: float = 1e-5
 
     def step_time(self, batch, start_s: float | None = None) -> float:
-        """The modelled duration of one step that runs `batch` (a `harness.batch.Batch`);
-        `start_s`, when the device starts it, which this fixed model does not use."""
+        """The modelled duration of one step that runs `batch` (a `harness.batch.Batch`, or its
+        `StepShape`); `start_s`, when the device starts it, which this fixed model does not use."""
         cost = self.step_s + self.per_token_s * batch.num_tokens
-        return cost + self.per_context_token_s * float(batch.seq_lens.sum())
+        return cost + self.per_context_token_s * float(batch.context_tokens)
 
     def swap_time(self, num_blocks: int, swap_in: bool = False) -> float:
         """The modelled duration of one batched swap copy of `num_blocks` blocks."""

@@ -113,7 +113,7 @@ class SimExecutor:
         buckets = pieces = None
         settings = self.profile["settings"]
         if settings.get("cuda_graphs"):
-            from harness.executors.cuda_graphs import capture_sizes, piece_sizes
+            from harness.executors.graph_sizes import capture_sizes, piece_sizes
 
             buckets = capture_sizes(budget.max_num_seqs)
             if settings.get("piecewise_buckets"):  # as LocalExecutor sizes them for this run

@@ -35,8 +35,8 @@ PROFILES = ("engine.profile=cpu_tiny", "engine.profile=h200_llama3_8b")  # plain
 
 
 def _same_run(a, b) -> None:
-    pd.testing.assert_frame_equal(a.requests, b.requests)
-    pd.testing.assert_frame_equal(a.steps, b.steps)
+    pd.testing.assert_frame_equal(a.requests, b.requests, check_exact=True)
+    pd.testing.assert_frame_equal(a.steps, b.steps, check_exact=True)
     sa = {k: v for k, v in a.summary.items() if k != "num_steps_replayed"}
     sb = {k: v for k, v in b.summary.items() if k != "num_steps_replayed"}
     assert sa == sb
@@ -67,6 +67,42 @@ def test_replaying_steady_decisions_changes_nothing(compose_cfg, policy, workloa
         assert fast.steps.num_preempted.sum() > 0
     else:
         assert fast.steps.num_cached_tokens.sum() > 0
+
+
+# the declaring policies' options that bear on a step: swaps, aging, a prefill cap, a token budget
+# below the number of running requests (no step is steady then), whole prompts under preempt_cpu
+OPTIONS = {
+    "fcfs_swap_aging": ["policy=fcfs", "policy.preemption=swap", "policy.max_wait_s=0.5"],
+    "chunked_prefill_capped": ["policy=chunked_prefill", "budget.max_num_prefill_tokens=64",
+                               "policy.long_prefill_token_threshold=32"],  # fmt: skip
+    "chunked_prefill_small_budget": ["policy=chunked_prefill", "budget.max_num_batched_tokens=8"],
+    "prefill_priority_swap": ["policy=prefill_priority", "policy.preemption=swap"],
+    "preempt_cpu_whole": ["policy=preempt_cpu", "policy.chunked=false"],
+    "decode_priority_skip": ["policy=decode_priority", "policy.skip_ahead=true",
+                             "policy.reserve_full_length=false", "policy.preemption=swap"],  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_replaying_changes_nothing_under_the_policies_options(compose_cfg, options):
+    args = (*QUIET, "engine.profile=cpu_tiny", *PRESSURE, *OPTIONS[options])
+    fast = run(compose_cfg(*args), None)
+    slow = run(compose_cfg(*args, "engine.replay_steady_decodes=false"), None)
+    _same_run(fast, slow)
+    assert fast.summary["num_finished"] == len(fast.requests)
+
+
+def test_a_real_executor_on_a_virtual_clock_replays_exactly_too(compose_cfg):
+    """engine=cpu on the virtual clock: real batches, real tokens, the replay on and off."""
+    args = ("engine=cpu", "model=tiny", "engine.clock=virtual", "engine.progress=false",
+            "logger=none", "policy=chunked_prefill", "workload=poisson",
+            "workload.num_requests=12", "workload.arrival.rate=20", "workload.prompt_len.max=64",
+            "workload.output_len.max=24", "budget.num_gpu_blocks=48", "budget.max_num_seqs=8")  # fmt: skip
+    fast = run(compose_cfg(*args), None)
+    slow = run(compose_cfg(*args, "engine.replay_steady_decodes=false"), None)
+    _same_run(fast, slow)
+    assert fast.summary["num_steps_replayed"] > 0
+    assert all(len(ids) and min(ids) >= 0 for ids in fast.requests.output_ids)  # real tokens
 
 
 def test_a_policy_that_does_not_declare_it_decides_every_step(compose_cfg, monkeypatch):

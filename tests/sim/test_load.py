@@ -115,3 +115,21 @@ def test_the_grid_measures_the_largest_batch_a_run_can_have():
         len(s.tokens) for s in p.steps if s.cell >= 0 and all(n == 1 for n in s.tokens.values())
     }
     assert 63 in rows and max(rows) == 63
+
+
+def test_a_step_up_to_the_heat_knee_does_not_heat_the_device():
+    s = LoadState(0.1, TAU, 1024.0, heat_knee=512.0)
+    s.run(0.0, 0.050, 512)  # at the knee: no heat
+    assert s.u == 0.0
+    s.run(0.050, 0.050, 768)  # halfway from the knee to full heat
+    a = math.exp(-1)
+    assert s.u == pytest.approx(0.5 * (1 - a))
+    u = s.u
+    s.run(0.100, 0.050, 4096)  # capped at full heat
+    t = 0.050 * (1 + 0.1 * u)
+    b = math.exp(-t / TAU)
+    assert s.u == pytest.approx(u * b + (1 - b))
+    # a profile fitted before the knee reads as knee 0, and a knee at or past full heat is refused
+    assert LoadState.of({"coef": 0.1, "tau_s": TAU, "heat_tokens": 1024}).heat_knee == 0.0
+    with pytest.raises(ValueError, match="heat_knee"):
+        LoadState(0.1, TAU, 1024.0, heat_knee=1024.0)

@@ -163,7 +163,8 @@ def test_a_calibration_records_each_points_load_from_its_timeline(profile_file):
     start, load = cols.index("device_start_s"), cols.index("load")
     u = dict(zip((r[0] for r in t), loads(*(np.array(c) for c in zip(*t, strict=True)),
                                           p["settings"]["load_tau_s"],
-                                          p["settings"]["load_heat_tokens"]), strict=True))  # fmt: skip
+                                          p["settings"]["load_heat_tokens"],
+                                          p["settings"]["load_heat_knee"]), strict=True))  # fmt: skip
     # the timeline is written to the microsecond: its loads to 1e-4 (tau 50 ms)
     assert all(r[load] == pytest.approx(u[r[start]], abs=1e-4) for r in rows)
     assert 0 < max(r[load] for r in rows) <= 1 and "load_model" in p
