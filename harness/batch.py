@@ -71,15 +71,18 @@ class Batch:
     @property
     def prefill_qk(self) -> int:
         """Over the other rows (prefill chunks, recomputes, padding): sum of query x context."""
-        d, qsl = self.num_decode_seqs, self.query_start_loc.astype(np.int64)
-        return int(((qsl[d + 1 :] - qsl[d:-1]) * self.seq_lens[d:]).sum())
+        return int((self._other_queries() * self.seq_lens[self.num_decode_seqs :]).sum())
 
     @property
     def prefill_qq(self) -> int:
         """Over the other rows: sum of query x (query - 1)."""
-        d, qsl = self.num_decode_seqs, self.query_start_loc.astype(np.int64)
-        q = qsl[d + 1 :] - qsl[d:-1]
+        q = self._other_queries()
         return int((q * (q - 1)).sum())
+
+    def _other_queries(self) -> np.ndarray:
+        """The query lengths of the rows after the decodes (int64)."""
+        d, qsl = self.num_decode_seqs, self.query_start_loc.astype(np.int64)
+        return qsl[d + 1 :] - qsl[d:-1]
 
 
 class StepShape:

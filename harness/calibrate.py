@@ -49,9 +49,7 @@ from harness.config import CONFIG_ERRORS, ConfigError, check_config, compose, va
 from harness.sim_model import (
     FEATURES,
     HOST_FEATURES,
-    LOAD_HEAT_KNEE,
-    LOAD_HEAT_TOKENS,
-    LOAD_TAU_S,
+    LOAD_CONSTANTS,
     PROFILE_FORMAT,
     DecodeSplit,
     features,
@@ -502,8 +500,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
     split = _decode_split(executor)
     before, after = host_times(recorder.steps, recording)
     timeline = device_timeline(recorder.steps, recording, buckets, pieces)
-    load = loads(timeline[:, 0], timeline[:, 1], timeline[:, 2], LOAD_TAU_S, LOAD_HEAT_TOKENS,
-                 LOAD_HEAT_KNEE)  # fmt: skip
+    load = loads(timeline[:, 0], timeline[:, 1], timeline[:, 2], **LOAD_CONSTANTS)
     points = []
     for j, (s, rec, batch) in enumerate(
         zip(plan.steps, recorder.steps, recording.batches, strict=True)
@@ -536,8 +533,7 @@ def measure(cfg, grid: dict, clock_kind: str = "wall") -> tuple[dict, list[dict]
         "num_cells": plan.cell + 1, "repeats": grid["repeats"],
         "host_after_excludes_swaps": True, "measure_s": round(elapsed, 3), "clock": clock_kind,
         "decode_split": dataclasses.asdict(split) if split else None,
-        "cool_s": grid.get("cool_s", 0.0), "load_tau_s": LOAD_TAU_S,
-        "load_heat_tokens": LOAD_HEAT_TOKENS, "load_heat_knee": LOAD_HEAT_KNEE,
+        "cool_s": grid.get("cool_s", 0.0), **{f"load_{k}": v for k, v in LOAD_CONSTANTS.items()},
     }  # fmt: skip
     info = {
         "device": _device_name(executor), "dtype": executor.dtype_name,
@@ -619,8 +615,7 @@ def fit_profile(points: list[dict], pipelined: bool = False,
             fit, k = fit_loaded(x[ok], y[ok], u[ok])
             uk = u[ok]
             out["load_model"] = {
-                "coef": round(k, 5), "tau_s": LOAD_TAU_S, "heat_tokens": LOAD_HEAT_TOKENS,
-                "heat_knee": LOAD_HEAT_KNEE,
+                "coef": round(k, 5), **LOAD_CONSTANTS,
                 "num_points": int(ok.sum()),
                 "mean_load": round(float(u[ok].mean()), 4),
                 "in_sample_mape_without": round(fit_relative(x[ok], y[ok]).in_sample_mape, 4),

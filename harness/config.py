@@ -87,10 +87,11 @@ class EngineConfig:
     # automatic prefix caching: full KV blocks are shared by hash of their tokens and prefix
     # (docs/prefix_caching.md); off: every request computes its whole prompt
     enable_prefix_caching: bool = True
-    # on a virtual clock (engine=sim, engine.clock=virtual): while nothing waits or is swapped and every running request
-    # decodes, a policy that declares `steady_decodes` (fcfs, decode_priority, chunked_prefill,
-    # prefill_priority, preempt_cpu) is not asked again: its last decision is applied again, the same result
-    # faster (docs/simulator.md). false: the policy decides every step
+    # on a virtual clock (engine=sim, engine.clock=virtual): while nothing waits or is swapped
+    # and every running request decodes, a policy that declares `steady_decodes` (fcfs,
+    # decode_priority, chunked_prefill, prefill_priority, preempt_cpu) is not asked again: its
+    # last decision is applied again, the same result faster (docs/simulator.md). false: the
+    # policy decides every step
     replay_steady_decodes: bool = True
     virtual_cost: VirtualCostConfig = field(default_factory=VirtualCostConfig)
 

@@ -51,9 +51,7 @@ from harness.config import ConfigError
 from harness.sim_model import (
     FEATURES,
     HOST_FEATURES,
-    LOAD_HEAT_KNEE,
-    LOAD_HEAT_TOKENS,
-    LOAD_TAU_S,
+    LOAD_CONSTANTS,
     PREFILL_KNEE,
     PREFILL_ROOF,
     DecodeSplit,
@@ -163,13 +161,12 @@ def points_of(profile: dict) -> list[dict]:
 
 def reload_points(path: str, profile: dict, pts: list[dict]) -> bool:
     """Each point's load recomputed from its calibration's timeline with this version's load
-    constants (sim_model.LOAD_TAU_S, LOAD_HEAT_TOKENS, LOAD_HEAT_KNEE); False for a calibration
-    without one."""
+    constants (sim_model.LOAD_CONSTANTS); False for a calibration without one."""
     timeline = profile.get("timeline")
     if not timeline or not pts or "device_start_s" not in pts[0]:
         return False
     t = np.array(timeline["rows"], dtype=np.float64)
-    u = loads(t[:, 0], t[:, 1], t[:, 2], LOAD_TAU_S, LOAD_HEAT_TOKENS, LOAD_HEAT_KNEE)
+    u = loads(t[:, 0], t[:, 1], t[:, 2], **LOAD_CONSTANTS)
     starts = np.array([p["device_start_s"] for p in pts])
     idx = np.minimum(np.searchsorted(t[:, 0], starts), len(t) - 1)
     if not np.allclose(t[idx, 0], starts, rtol=0, atol=1e-6):
@@ -276,8 +273,7 @@ def refit(paths: list[str], name: str | None = None) -> dict:
     settings = {**first["settings"], "decode_split": dataclasses.asdict(split) if split else None,
                 "piecewise_buckets": pieces, "piecewise_version": version}  # fmt: skip
     if reloaded:  # the loads the points now hold
-        settings.update(load_tau_s=LOAD_TAU_S, load_heat_tokens=LOAD_HEAT_TOKENS,
-                        load_heat_knee=LOAD_HEAT_KNEE)  # fmt: skip
+        settings.update({f"load_{k}": v for k, v in LOAD_CONSTANTS.items()})
     out.update(fit_profile(points, pipelined, unused_features(settings)))
     out["settings"] = {**settings, "host_after_excludes_swaps": True}
     out["name"] = name

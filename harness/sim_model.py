@@ -111,6 +111,9 @@ DECODE_ROOF = 128
 LOAD_TAU_S = 0.05
 LOAD_HEAT_TOKENS = 1024
 LOAD_HEAT_KNEE = 512
+# as `loads` takes them and a profile records them (`load_model`; `settings` as load_<name>)
+LOAD_CONSTANTS = {"tau_s": LOAD_TAU_S, "heat_tokens": LOAD_HEAT_TOKENS,
+                  "heat_knee": LOAD_HEAT_KNEE}  # fmt: skip
 HOST_FEATURES = ("step", "eager", "mixed", "rows", "tokens", "piecewise", "piece_mixed")
 # the sizes whose measured range a simulated run is checked against (ProfileStepCost.range_report)
 RANGE_FEATURES = ("prefill_tokens", "prefill_qk", "decode_rows", "decode_max_ctx",
