@@ -342,11 +342,17 @@ class Engine:
                     self.running[r.request_id] = r
         now = self.clock.now()
         for queue in (self.waiting, self.running, self.swapped):
-            for r in queue.values():
+            queue.clear()
+        # every request not done, in a queue or not: an interrupt (a signal lands between any two
+        # bytecodes) may have taken one off its queue before the step that holds it was in flight
+        for r in self.requests.values():
+            if not r.status.is_done:
+                out = r.output_ids  # a placeholder left now is a step's that never ran
+                while out and out[-1] == PLACEHOLDER_TOKEN:
+                    out.pop()
                 r.status, r.reason, r.finish_s = RequestStatus.ABORTED, reason, now
                 self.kv.free(r.request_id)
                 self.num_done += 1
-            queue.clear()
         for spec in not_arrived:
             r = self.requests[spec.request_id] = Request(spec, RequestStatus.ABORTED, reason=reason)
             r.finish_s = None
